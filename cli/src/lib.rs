@@ -1,0 +1,56 @@
+//! The `fabbrica` command line: render site blueprints, size fabrics, print and
+//! validate the API. Also usable as a kubectl plugin (`kubectl fabbrica`).
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+pub mod commands;
+pub mod documents;
+
+/// Infrastructure-as-code for AI Factories and Gigafactories.
+#[derive(Debug, Parser)]
+#[command(name = "fabbrica", version, about, long_about = None, propagate_version = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Print the CustomResourceDefinitions (or write them to a folder).
+    Crds(commands::crds::Args),
+    /// Check Factory, Workspace and JupyterEnvironment specs and list every problem.
+    Validate(commands::validate::Args),
+}
+
+/// Output formats: text for people, JSON and YAML for machines.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
+pub enum Output {
+    /// Human-readable text.
+    #[default]
+    Text,
+    /// One JSON document.
+    Json,
+    /// One YAML document.
+    Yaml,
+}
+
+/// Runs a parsed command line; the exit code says whether the input was valid.
+pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Crds(args) => commands::crds::run(args),
+        Command::Validate(args) => commands::validate::run(args),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    #[test]
+    fn command_line_is_well_formed() {
+        super::Cli::command().debug_assert();
+    }
+}

@@ -1,0 +1,26 @@
+//! Label and annotation keys that fabbrica writes and other tools read.
+
+/// The Factory a Node, StorageClass or namespace belongs to.
+pub const FACTORY: &str = "fabbrica.io/factory";
+/// The GPU pool a Node belongs to.
+pub const POOL: &str = "fabbrica.io/pool";
+/// The storage tier a StorageClass serves.
+pub const TIER: &str = "fabbrica.io/tier";
+/// The Workspace a namespace belongs to.
+pub const WORKSPACE: &str = "fabbrica.io/workspace";
+/// The scalable unit a Node is cabled into.
+pub const SCALABLE_UNIT: &str = "fabbrica.io/scalable-unit";
+/// The leaf group (one leaf switch per rail) a Node is cabled to.
+pub const LEAF_GROUP: &str = "fabbrica.io/leaf-group";
+/// Compute rails of a Node.
+pub const RAILS: &str = "fabbrica.io/rails";
+/// The GPU Operator's device-plugin configuration selector.
+pub const DEVICE_PLUGIN_CONFIG: &str = "nvidia.com/device-plugin.config";
+/// The GPU Operator's MIG manager layout selector.
+pub const MIG_CONFIG: &str = "nvidia.com/mig.config";
+/// The extended resource of NVIDIA GPUs.
+pub const GPU_RESOURCE: &str = "nvidia.com/gpu";
+/// The standard managed-by label.
+pub const MANAGED_BY: &str = "app.kubernetes.io/managed-by";
+/// Value of [`MANAGED_BY`] on everything the operator creates.
+pub const MANAGER: &str = "fabbrica-operator";

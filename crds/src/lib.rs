@@ -1,0 +1,13 @@
+//! fabbrica's Kubernetes API, group `fabbrica.io`, version `v1alpha1`: the
+//! custom resource types, their generated CRDs, the GPU system catalog and the
+//! validation shared by the operator and the CLI.
+
+pub mod catalog;
+pub mod crd;
+pub mod labels;
+pub mod quantity;
+pub mod v1alpha1;
+pub mod validation;
+
+pub use k8s_openapi;
+pub use kube;

@@ -1,0 +1,11 @@
+//! `fabbrica.io/v1alpha1`: Factory, Workspace and JupyterEnvironment.
+
+mod common;
+mod factory;
+mod jupyter;
+mod workspace;
+
+pub use common::*;
+pub use factory::*;
+pub use jupyter::*;
+pub use workspace::*;

@@ -1,0 +1,1 @@
+//! The fabbrica operator: controllers that make declared factories true on a cluster.

@@ -1,0 +1,4 @@
+fn main() -> anyhow::Result<()> {
+    println!("fabbrica-operator {}", env!("CARGO_PKG_VERSION"));
+    Ok(())
+}

@@ -1,0 +1,73 @@
+//! Harness for the integration tests: a client for the control plane that
+//! `tests/control-plane up` started, and small helpers the tests share.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::{Client, Config};
+
+/// Where `tests/control-plane up` writes its admin kubeconfig by default.
+pub fn default_kubeconfig() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/control-plane/kubeconfig")
+}
+
+/// The kubeconfig the tests use: `$KUBECONFIG`, else the default control plane's.
+pub fn kubeconfig_path() -> PathBuf {
+    std::env::var_os("KUBECONFIG").map(PathBuf::from).unwrap_or_else(default_kubeconfig)
+}
+
+/// A client for the test control plane, after checking that it answers.
+///
+/// Fails, rather than skipping the test, with a message that says how to start one.
+pub async fn client() -> anyhow::Result<Client> {
+    client_from(&kubeconfig_path()).await
+}
+
+/// A client from a given kubeconfig file, checked to answer.
+pub async fn client_from(path: &std::path::Path) -> anyhow::Result<Client> {
+    let how = "start one with `tests/control-plane up` and `export KUBECONFIG=...` (or run everything with `tests/run`)";
+    let kubeconfig = Kubeconfig::read_from(path)
+        .with_context(|| format!("no control plane: cannot read kubeconfig {}; {how}", path.display()))?;
+    let mut config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+        .await
+        .with_context(|| format!("kubeconfig {} is unusable; {how}", path.display()))?;
+    config.connect_timeout = Some(Duration::from_secs(5));
+    let client = Client::try_from(config)?;
+    match tokio::time::timeout(Duration::from_secs(10), client.apiserver_version()).await {
+        Ok(Ok(_)) => Ok(client),
+        Ok(Err(err)) => bail!("no control plane answers at the server in {}: {err}; {how}", path.display()),
+        Err(_) => bail!("no control plane answered within 10 s at the server in {}; {how}", path.display()),
+    }
+}
+
+/// A name unique to this test run, for objects a test creates (`prefix-1a2b3c`).
+pub fn unique_name(prefix: &str) -> String {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static COUNTER: AtomicU32 = AtomicU32::new(0);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or_default();
+    format!("{prefix}-{:x}{n}", (nanos ^ std::process::id()) & 0xffffff)
+}
+
+/// Polls `check` every 200 ms until it returns `Some`, or fails after `timeout` saying what it waited for.
+pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> anyhow::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<Option<T>>>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if let Some(value) = check().await? {
+            return Ok(value);
+        }
+        if tokio::time::Instant::now() > deadline {
+            bail!("timed out after {timeout:?} waiting until {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
