@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 
 pub mod commands;
 pub mod documents;
+pub mod schema;
 
 /// Infrastructure-as-code for AI Factories and Gigafactories.
 #[derive(Debug, Parser)]

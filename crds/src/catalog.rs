@@ -25,6 +25,10 @@ pub struct SystemSpec {
     pub compute_rails: u32,
     /// The compute NIC.
     pub compute_nic: String,
+    /// Compute ports served by one transceiver cage on the node (2 where a twin-port OSFP
+    /// carries two rails, as on the DGX H100 CPU tray).
+    #[serde(default = "one")]
+    pub compute_ports_per_cage: u32,
     /// Ports per node on the storage and in-band management fabric.
     pub storage_ports: u32,
     /// Maximum power draw per node in kW.
@@ -37,14 +41,19 @@ pub struct SystemSpec {
     pub mig_profiles: Vec<String>,
 }
 
+fn one() -> u32 {
+    1
+}
+
 #[derive(Deserialize)]
 struct CatalogFile {
     systems: Vec<SystemSpec>,
 }
 
 static SYSTEMS: LazyLock<Vec<SystemSpec>> = LazyLock::new(|| {
-    let file: CatalogFile = serde_saphyr::from_str(include_str!("../../blueprints/catalog/systems.yaml"))
-        .expect("blueprints/catalog/systems.yaml is valid (checked by a unit test)");
+    let file: CatalogFile =
+        serde_saphyr::from_str(include_str!("../../blueprints/catalog/systems.yaml"))
+            .expect("blueprints/catalog/systems.yaml is valid (checked by a unit test)");
     file.systems
 });
 

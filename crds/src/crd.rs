@@ -19,7 +19,9 @@ pub fn file_name(crd: &CustomResourceDefinition) -> String {
 /// A CRD as YAML, with a header saying where it comes from.
 pub fn to_yaml(crd: &CustomResourceDefinition) -> String {
     let body = serde_saphyr::to_string(crd).expect("a CRD serializes to YAML");
-    format!("# Generated from the fabbrica-crds types; do not edit. Regenerate: fabbrica crds --write crds/yaml\n{body}")
+    format!(
+        "# Generated from the fabbrica-crds types; do not edit. Regenerate: fabbrica crds --write crds/yaml\n{body}"
+    )
 }
 
 /// Every CRD as one multi-document YAML stream.
@@ -52,11 +54,25 @@ mod tests {
     fn crds_carry_names_categories_and_status() {
         for crd in all() {
             let names = &crd.spec.names;
-            assert_eq!(names.categories.as_deref(), Some(&["fabbrica".to_owned()][..]));
+            assert_eq!(
+                names.categories.as_deref(),
+                Some(&["fabbrica".to_owned()][..])
+            );
             assert!(names.short_names.as_ref().is_some_and(|s| !s.is_empty()));
             let version = &crd.spec.versions[0];
-            assert!(version.subresources.as_ref().and_then(|s| s.status.as_ref()).is_some());
-            assert!(version.additional_printer_columns.as_ref().is_some_and(|c| c.len() >= 4));
+            assert!(
+                version
+                    .subresources
+                    .as_ref()
+                    .and_then(|s| s.status.as_ref())
+                    .is_some()
+            );
+            assert!(
+                version
+                    .additional_printer_columns
+                    .as_ref()
+                    .is_some_and(|c| c.len() >= 4)
+            );
         }
     }
 }

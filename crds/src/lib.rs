@@ -2,6 +2,9 @@
 //! custom resource types, their generated CRDs, the GPU system catalog and the
 //! validation shared by the operator and the CLI.
 
+// kube's repeated `printcolumn(...)` attributes are not duplicates.
+#![allow(clippy::duplicated_attributes)]
+
 pub mod catalog;
 pub mod crd;
 pub mod labels;

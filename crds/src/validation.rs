@@ -28,7 +28,10 @@ pub struct Problem {
 
 impl Problem {
     fn new(path: impl Into<String>, message: impl Into<String>) -> Self {
-        Self { path: path.into(), message: message.into() }
+        Self {
+            path: path.into(),
+            message: message.into(),
+        }
     }
 }
 
@@ -51,7 +54,9 @@ impl Problems {
 
 /// Parses a partition key written as `0x` and four hex digits.
 pub fn partition_key(text: &str) -> Option<u16> {
-    let digits = text.strip_prefix("0x").or_else(|| text.strip_prefix("0X"))?;
+    let digits = text
+        .strip_prefix("0x")
+        .or_else(|| text.strip_prefix("0X"))?;
     if digits.len() != 4 {
         return None;
     }
@@ -60,18 +65,26 @@ pub fn partition_key(text: &str) -> Option<u16> {
 
 /// GPUs per node of a pool: the declared figure or the system's.
 pub fn gpus_per_node(pool: &GpuPool) -> u32 {
-    pool.gpus_per_node.unwrap_or_else(|| catalog::system(pool.system).gpus_per_node)
+    pool.gpus_per_node
+        .unwrap_or_else(|| catalog::system(pool.system).gpus_per_node)
 }
 
 /// How many `nvidia.com/gpu` units one physical GPU of the pool advertises.
 pub fn units_per_gpu(pool: &GpuPool) -> u32 {
-    let Some(sharing) = &pool.sharing else { return 1 };
+    let Some(sharing) = &pool.sharing else {
+        return 1;
+    };
     if let Some(ts) = &sharing.time_slicing {
         return ts.replicas;
     }
     if let Some(mig) = &sharing.mig {
         // A7-slice GPU holds 7 1g, 3 2g, 2 3g, 1 4g or 1 7g instance.
-        return match mig.profile.split('g').next().and_then(|g| g.parse::<u32>().ok()) {
+        return match mig
+            .profile
+            .split('g')
+            .next()
+            .and_then(|g| g.parse::<u32>().ok())
+        {
             Some(1) => 7,
             Some(2) => 3,
             Some(3) => 2,
@@ -97,7 +110,9 @@ fn duplicates<'a>(
         if let Some(first) = seen.insert(name, i) {
             problems.push(Problem::new(
                 path(i),
-                format!("duplicate {what} {name:?} (first at index {first}); {what}s must be unique"),
+                format!(
+                    "duplicate {what} {name:?} (first at index {first}); {what}s must be unique"
+                ),
             ));
             seen.insert(name, first);
         }
@@ -106,7 +121,11 @@ fn duplicates<'a>(
 
 fn listing<'a>(names: impl IntoIterator<Item = &'a str>) -> String {
     let names: Vec<_> = names.into_iter().collect();
-    if names.is_empty() { "none are declared".to_owned() } else { format!("valid: {}", names.join(", ")) }
+    if names.is_empty() {
+        "none are declared".to_owned()
+    } else {
+        format!("valid: {}", names.join(", "))
+    }
 }
 
 /// Validates a Factory spec on its own.
@@ -181,7 +200,10 @@ pub fn validate_factory(spec: &FactorySpec) -> Result<(), Problems> {
         {
             p.push(Problem::new(
                 "spec.fabric.partitionKeys",
-                format!("first {} is above last {}; valid: first <= last", range.first, range.last),
+                format!(
+                    "first {} is above last {}; valid: first <= last",
+                    range.first, range.last
+                ),
             ));
         }
     }
@@ -203,14 +225,30 @@ pub fn validate_factory(spec: &FactorySpec) -> Result<(), Problems> {
         if !pools.contains(profile.pool.as_str()) {
             p.push(Problem::new(
                 format!("spec.notebooks.profiles[{i}].pool"),
-                format!("no pool {:?} in this factory; {}", profile.pool, listing(pools.iter().copied())),
+                format!(
+                    "no pool {:?} in this factory; {}",
+                    profile.pool,
+                    listing(pools.iter().copied())
+                ),
             ));
         }
-        check_quantity(&profile.cpu.0, format!("spec.notebooks.profiles[{i}].cpu"), &mut p);
-        check_quantity(&profile.memory.0, format!("spec.notebooks.profiles[{i}].memory"), &mut p);
+        check_quantity(
+            &profile.cpu.0,
+            format!("spec.notebooks.profiles[{i}].cpu"),
+            &mut p,
+        );
+        check_quantity(
+            &profile.memory.0,
+            format!("spec.notebooks.profiles[{i}].memory"),
+            &mut p,
+        );
     }
     for (i, tier) in spec.storage_tiers.iter().enumerate() {
-        check_quantity(&tier.capacity.0, format!("spec.storageTiers[{i}].capacity"), &mut p);
+        check_quantity(
+            &tier.capacity.0,
+            format!("spec.storageTiers[{i}].capacity"),
+            &mut p,
+        );
     }
     Problems(p).into_result()
 }
@@ -228,7 +266,10 @@ fn validate_pool(i: usize, pool: &GpuPool, p: &mut Vec<Problem>) {
     {
         p.push(Problem::new(
             format!("spec.gpuPools[{i}].gpusPerNode"),
-            format!("{} has {} GPUs per node; valid: 1 to {}", system.id, system.gpus_per_node, system.gpus_per_node),
+            format!(
+                "{} has {} GPUs per node; valid: 1 to {}",
+                system.id, system.gpus_per_node, system.gpus_per_node
+            ),
         ));
     }
     if let Some(sharing) = &pool.sharing {
@@ -270,7 +311,9 @@ fn check_key(text: &str, path: &str, p: &mut Vec<Problem>) -> Option<u16> {
         _ => {
             p.push(Problem::new(
                 path,
-                format!("partition key {text:?} is outside the valid range; valid: 0x0001 to 0x7FFE"),
+                format!(
+                    "partition key {text:?} is outside the valid range; valid: 0x0001 to 0x7FFE"
+                ),
             ));
             None
         }
@@ -279,7 +322,10 @@ fn check_key(text: &str, path: &str, p: &mut Vec<Problem>) -> Option<u16> {
 
 fn check_quantity(text: &str, path: String, p: &mut Vec<Problem>) {
     if quantity::parse(text).is_none() {
-        p.push(Problem::new(path, format!("{text:?} is not a quantity; valid: e.g. 8, 500m, 64Gi, 2Pi")));
+        p.push(Problem::new(
+            path,
+            format!("{text:?} is not a quantity; valid: e.g. 8, 500m, 64Gi, 2Pi"),
+        ));
     }
 }
 
@@ -313,13 +359,24 @@ pub fn validate_workspace(
         }
     }
     for (i, q) in spec.storage_quota.iter().enumerate() {
-        check_quantity(&q.capacity.0, format!("spec.storageQuota[{i}].capacity"), &mut p);
+        check_quantity(
+            &q.capacity.0,
+            format!("spec.storageQuota[{i}].capacity"),
+            &mut p,
+        );
     }
-    let key = spec.fabric_partition.as_ref().and_then(|fp| check_key(&fp.key, "spec.fabricPartition.key", &mut p));
+    let key = spec
+        .fabric_partition
+        .as_ref()
+        .and_then(|fp| check_key(&fp.key, "spec.fabricPartition.key", &mut p));
     if let Some(key) = key {
         for (name, other) in others {
             if other.factory == spec.factory
-                && other.fabric_partition.as_ref().and_then(|fp| partition_key(&fp.key)) == Some(key)
+                && other
+                    .fabric_partition
+                    .as_ref()
+                    .and_then(|fp| partition_key(&fp.key))
+                    == Some(key)
             {
                 p.push(Problem::new(
                     "spec.fabricPartition.key",
@@ -329,7 +386,11 @@ pub fn validate_workspace(
         }
     }
     if let Some(factory) = factory {
-        let pools: BTreeMap<_, _> = factory.gpu_pools.iter().map(|x| (x.name.as_str(), x)).collect();
+        let pools: BTreeMap<_, _> = factory
+            .gpu_pools
+            .iter()
+            .map(|x| (x.name.as_str(), x))
+            .collect();
         for (i, q) in spec.gpu_quota.iter().enumerate() {
             match pools.get(q.pool.as_str()) {
                 None => p.push(Problem::new(
@@ -351,22 +412,35 @@ pub fn validate_workspace(
                 Some(_) => {}
             }
         }
-        let tiers: BTreeSet<_> = factory.storage_tiers.iter().map(|x| x.name.as_str()).collect();
+        let tiers: BTreeSet<_> = factory
+            .storage_tiers
+            .iter()
+            .map(|x| x.name.as_str())
+            .collect();
         for (i, q) in spec.storage_quota.iter().enumerate() {
             if !tiers.contains(q.tier.as_str()) {
                 p.push(Problem::new(
                     format!("spec.storageQuota[{i}].tier"),
-                    format!("no storage tier {:?} in factory {:?}; {}", q.tier, spec.factory, listing(tiers.iter().copied())),
+                    format!(
+                        "no storage tier {:?} in factory {:?}; {}",
+                        q.tier,
+                        spec.factory,
+                        listing(tiers.iter().copied())
+                    ),
                 ));
             }
         }
         if let (Some(key), Some(range)) = (key, &factory.fabric.partition_keys)
-            && let (Some(first), Some(last)) = (partition_key(&range.first), partition_key(&range.last))
+            && let (Some(first), Some(last)) =
+                (partition_key(&range.first), partition_key(&range.last))
             && !(first..=last).contains(&key)
         {
             p.push(Problem::new(
                 "spec.fabricPartition.key",
-                format!("partition key 0x{key:04X} is outside factory {:?}'s range; valid: {} to {}", spec.factory, range.first, range.last),
+                format!(
+                    "partition key 0x{key:04X} is outside factory {:?}'s range; valid: {} to {}",
+                    spec.factory, range.first, range.last
+                ),
             ));
         }
     }
@@ -384,7 +458,11 @@ pub fn validate_jupyter(
     if !catalog.images.iter().any(|i| i.name == spec.image) {
         p.push(Problem::new(
             "spec.image",
-            format!("no image {:?} in the notebook catalog; {}", spec.image, listing(catalog.images.iter().map(|i| i.name.as_str()))),
+            format!(
+                "no image {:?} in the notebook catalog; {}",
+                spec.image,
+                listing(catalog.images.iter().map(|i| i.name.as_str()))
+            ),
         ));
     }
     let profile = &spec.profile;
@@ -399,34 +477,60 @@ pub fn validate_jupyter(
     if !factory.gpu_pools.iter().any(|x| x.name == profile.pool) {
         p.push(Problem::new(
             "spec.profile.pool",
-            format!("no pool {:?} in factory {:?}; {}", profile.pool, workspace.factory, listing(factory.gpu_pools.iter().map(|x| x.name.as_str()))),
+            format!(
+                "no pool {:?} in factory {:?}; {}",
+                profile.pool,
+                workspace.factory,
+                listing(factory.gpu_pools.iter().map(|x| x.name.as_str()))
+            ),
         ));
     } else {
-        let allowed: Vec<_> = catalog.profiles.iter().filter(|c| c.pool == profile.pool).collect();
+        let allowed: Vec<_> = catalog
+            .profiles
+            .iter()
+            .filter(|c| c.pool == profile.pool)
+            .collect();
         let fits = |c: &&crate::v1alpha1::NotebookProfile| {
             profile.gpus <= c.gpus
-                && cpu.zip(quantity::value(&c.cpu)).is_some_and(|(a, b)| a <= b)
-                && memory.zip(quantity::value(&c.memory)).is_some_and(|(a, b)| a <= b)
+                && cpu
+                    .zip(quantity::value(&c.cpu))
+                    .is_some_and(|(a, b)| a <= b)
+                && memory
+                    .zip(quantity::value(&c.memory))
+                    .is_some_and(|(a, b)| a <= b)
         };
         if allowed.is_empty() {
             p.push(Problem::new(
                 "spec.profile.pool",
-                format!("the notebook catalog allows no profile on pool {:?}; valid pools: {}", profile.pool, {
-                    let pools: BTreeSet<_> = catalog.profiles.iter().map(|c| c.pool.as_str()).collect();
-                    listing(pools)
-                }),
+                format!(
+                    "the notebook catalog allows no profile on pool {:?}; {}",
+                    profile.pool,
+                    {
+                        let pools: BTreeSet<_> =
+                            catalog.profiles.iter().map(|c| c.pool.as_str()).collect();
+                        listing(pools)
+                    }
+                ),
             ));
         } else if cpu.is_some() && memory.is_some() && !allowed.iter().any(fits) {
             let field = if !allowed.iter().any(|c| profile.gpus <= c.gpus) {
                 "gpus"
-            } else if !allowed.iter().any(|c| cpu.zip(quantity::value(&c.cpu)).is_some_and(|(a, b)| a <= b)) {
+            } else if !allowed.iter().any(|c| {
+                cpu.zip(quantity::value(&c.cpu))
+                    .is_some_and(|(a, b)| a <= b)
+            }) {
                 "cpu"
             } else {
                 "memory"
             };
             let offers: Vec<_> = allowed
                 .iter()
-                .map(|c| format!("{} (up to {} GPUs, {} CPU, {} memory)", c.name, c.gpus, c.cpu.0, c.memory.0))
+                .map(|c| {
+                    format!(
+                        "{} (up to {} GPUs, {} CPU, {} memory)",
+                        c.name, c.gpus, c.cpu.0, c.memory.0
+                    )
+                })
                 .collect();
             p.push(Problem::new(
                 format!("spec.profile.{field}"),
@@ -441,7 +545,11 @@ pub fn validate_jupyter(
             ));
         }
         if profile.gpus > 0 {
-            let granted = workspace.gpu_quota.iter().find(|q| q.pool == profile.pool).map_or(0, |q| q.gpus);
+            let granted = workspace
+                .gpu_quota
+                .iter()
+                .find(|q| q.pool == profile.pool)
+                .map_or(0, |q| q.gpus);
             if profile.gpus > granted {
                 p.push(Problem::new(
                     "spec.profile.gpus",
@@ -453,14 +561,35 @@ pub fn validate_jupyter(
             }
         }
     }
-    let tiers: BTreeMap<_, _> = factory.storage_tiers.iter().map(|t| (t.name.as_str(), t)).collect();
-    let quota_tiers: BTreeSet<_> = workspace.storage_quota.iter().map(|q| q.tier.as_str()).collect();
+    let tiers: BTreeMap<_, _> = factory
+        .storage_tiers
+        .iter()
+        .map(|t| (t.name.as_str(), t))
+        .collect();
+    let quota_tiers: BTreeSet<_> = workspace
+        .storage_quota
+        .iter()
+        .map(|q| q.tier.as_str())
+        .collect();
     check_quantity(&spec.home.size.0, "spec.home.size".into(), &mut p);
     let mut check_tier = |tier: &str, path: String| {
         if !tiers.contains_key(tier) {
-            p.push(Problem::new(&path, format!("no storage tier {tier:?} in factory {:?}; {}", workspace.factory, listing(tiers.keys().copied()))));
+            p.push(Problem::new(
+                &path,
+                format!(
+                    "no storage tier {tier:?} in factory {:?}; {}",
+                    workspace.factory,
+                    listing(tiers.keys().copied())
+                ),
+            ));
         } else if !quota_tiers.contains(tier) {
-            p.push(Problem::new(&path, format!("the workspace has no storage quota on tier {tier:?}; {}", listing(quota_tiers.iter().copied()))));
+            p.push(Problem::new(
+                &path,
+                format!(
+                    "the workspace has no storage quota on tier {tier:?}; {}",
+                    listing(quota_tiers.iter().copied())
+                ),
+            ));
         }
     };
     check_tier(&spec.home.tier, "spec.home.tier".into());

@@ -15,7 +15,9 @@ pub fn default_kubeconfig() -> PathBuf {
 
 /// The kubeconfig the tests use: `$KUBECONFIG`, else the default control plane's.
 pub fn kubeconfig_path() -> PathBuf {
-    std::env::var_os("KUBECONFIG").map(PathBuf::from).unwrap_or_else(default_kubeconfig)
+    std::env::var_os("KUBECONFIG")
+        .map(PathBuf::from)
+        .unwrap_or_else(default_kubeconfig)
 }
 
 /// A client for the test control plane, after checking that it answers.
@@ -28,8 +30,12 @@ pub async fn client() -> anyhow::Result<Client> {
 /// A client from a given kubeconfig file, checked to answer.
 pub async fn client_from(path: &std::path::Path) -> anyhow::Result<Client> {
     let how = "start one with `tests/control-plane up` and `export KUBECONFIG=...` (or run everything with `tests/run`)";
-    let kubeconfig = Kubeconfig::read_from(path)
-        .with_context(|| format!("no control plane: cannot read kubeconfig {}; {how}", path.display()))?;
+    let kubeconfig = Kubeconfig::read_from(path).with_context(|| {
+        format!(
+            "no control plane: cannot read kubeconfig {}; {how}",
+            path.display()
+        )
+    })?;
     let mut config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
         .await
         .with_context(|| format!("kubeconfig {} is unusable; {how}", path.display()))?;
@@ -37,8 +43,14 @@ pub async fn client_from(path: &std::path::Path) -> anyhow::Result<Client> {
     let client = Client::try_from(config)?;
     match tokio::time::timeout(Duration::from_secs(10), client.apiserver_version()).await {
         Ok(Ok(_)) => Ok(client),
-        Ok(Err(err)) => bail!("no control plane answers at the server in {}: {err}; {how}", path.display()),
-        Err(_) => bail!("no control plane answered within 10 s at the server in {}; {how}", path.display()),
+        Ok(Err(err)) => bail!(
+            "no control plane answers at the server in {}: {err}; {how}",
+            path.display()
+        ),
+        Err(_) => bail!(
+            "no control plane answered within 10 s at the server in {}; {how}",
+            path.display()
+        ),
     }
 }
 

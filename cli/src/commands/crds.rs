@@ -21,7 +21,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
             for crd in crd::all() {
                 let path = dir.join(crd::file_name(&crd));
-                std::fs::write(&path, crd::to_yaml(&crd)).with_context(|| format!("writing {}", path.display()))?;
+                std::fs::write(&path, crd::to_yaml(&crd))
+                    .with_context(|| format!("writing {}", path.display()))?;
                 eprintln!("wrote {}", path.display());
             }
         }

@@ -16,7 +16,10 @@ pub type Conditions = Vec<Condition>;
 pub(crate) fn conditions_schema(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
     let mut schema = <Vec<Condition>>::json_schema(generator);
     schema.insert("x-kubernetes-list-type".into(), "map".into());
-    schema.insert("x-kubernetes-list-map-keys".into(), serde_json::json!(["type"]));
+    schema.insert(
+        "x-kubernetes-list-map-keys".into(),
+        serde_json::json!(["type"]),
+    );
     schema.insert(
         "description".into(),
         "Ready plus one condition per concern, keyed by type.".into(),
@@ -30,7 +33,9 @@ pub fn condition<'a>(conditions: &'a [Condition], type_: &str) -> Option<&'a Con
 }
 
 /// A pool's GPU system model, one entry of the catalog in `blueprints/catalog/systems.yaml`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema,
+)]
 pub enum GpuSystem {
     /// NVIDIA DGX H100: 8 H100 SXM5 80GB, 8 compute rails.
     #[serde(rename = "dgx-h100")]
@@ -48,7 +53,12 @@ pub enum GpuSystem {
 
 impl GpuSystem {
     /// Every model, in catalog order.
-    pub const ALL: [GpuSystem; 4] = [Self::DgxH100, Self::DgxH200, Self::DgxB200, Self::Gb200Nvl72];
+    pub const ALL: [GpuSystem; 4] = [
+        Self::DgxH100,
+        Self::DgxH200,
+        Self::DgxB200,
+        Self::Gb200Nvl72,
+    ];
 
     /// The catalog identifier (`dgx-h100`).
     pub fn id(self) -> &'static str {

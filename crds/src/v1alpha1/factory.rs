@@ -31,10 +31,26 @@ pub(crate) const PARTITION_KEY: &str = r"^0x[0-9a-fA-F]{4}$";
     printcolumn(name = "Site", type_ = "string", json_path = ".spec.site.name"),
     printcolumn(name = "Tier", type_ = "string", json_path = ".spec.site.tier"),
     printcolumn(name = "Pools", type_ = "integer", json_path = ".status.poolCount"),
-    printcolumn(name = "GPUs-Ready", type_ = "integer", json_path = ".status.gpusReady"),
-    printcolumn(name = "GPUs-Expected", type_ = "integer", json_path = ".status.gpusExpected"),
-    printcolumn(name = "Ready", type_ = "string", json_path = r#".status.conditions[?(@.type=="Ready")].status"#),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn(
+        name = "GPUs-Ready",
+        type_ = "integer",
+        json_path = ".status.gpusReady"
+    ),
+    printcolumn(
+        name = "GPUs-Expected",
+        type_ = "integer",
+        json_path = ".status.gpusExpected"
+    ),
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = r#".status.conditions[?(@.type=="Ready")].status"#
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
 )]
 #[serde(rename_all = "camelCase")]
 pub struct FactorySpec {
@@ -140,21 +156,25 @@ pub struct TimeSlicing {
 }
 
 /// A taint for every Node of a pool.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema)]
+#[derive(
+    Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema,
+)]
 #[serde(rename_all = "camelCase")]
 pub struct PoolTaint {
     /// Taint key, e.g. `nvidia.com/gpu`.
     #[schemars(length(min = 1, max = 253))]
     pub key: String,
-    /// Taint value; may be empty.
-    #[serde(default)]
-    pub value: String,
+    /// Taint value; may be absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<String>,
     /// `NoSchedule`, `PreferNoSchedule` or `NoExecute`.
     pub effect: TaintEffect,
 }
 
 /// What a taint does to Pods that do not tolerate it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema,
+)]
 pub enum TaintEffect {
     /// New Pods are not scheduled on the Node.
     NoSchedule,

@@ -25,8 +25,17 @@ use super::factory::DNS_LABEL;
     printcolumn(name = "Pool", type_ = "string", json_path = ".spec.profile.pool"),
     printcolumn(name = "GPUs", type_ = "integer", json_path = ".spec.profile.gpus"),
     printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
-    printcolumn(name = "URL", type_ = "string", json_path = ".status.url", priority = 1),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn(
+        name = "URL",
+        type_ = "string",
+        json_path = ".status.url",
+        priority = 1
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
 )]
 #[serde(rename_all = "camelCase")]
 pub struct JupyterEnvironmentSpec {
@@ -106,7 +115,9 @@ pub struct IdleCulling {
 
 impl Default for IdleCulling {
     fn default() -> Self {
-        Self { timeout_minutes: 60 }
+        Self {
+            timeout_minutes: 60,
+        }
     }
 }
 

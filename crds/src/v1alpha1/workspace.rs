@@ -24,9 +24,21 @@ use super::factory::{DNS_LABEL, PARTITION_KEY};
     printcolumn(name = "Kind", type_ = "string", json_path = ".spec.tenant.kind"),
     printcolumn(name = "Namespace", type_ = "string", json_path = ".spec.namespace"),
     printcolumn(name = "GPUs-Used", type_ = "integer", json_path = ".status.gpusUsed"),
-    printcolumn(name = "GPUs-Granted", type_ = "integer", json_path = ".status.gpusGranted"),
-    printcolumn(name = "Ready", type_ = "string", json_path = r#".status.conditions[?(@.type=="Ready")].status"#),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn(
+        name = "GPUs-Granted",
+        type_ = "integer",
+        json_path = ".status.gpusGranted"
+    ),
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = r#".status.conditions[?(@.type=="Ready")].status"#
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
 )]
 #[serde(rename_all = "camelCase")]
 pub struct WorkspaceSpec {
@@ -92,7 +104,9 @@ pub struct Member {
 }
 
 /// A member's subject kind.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, JsonSchema)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, JsonSchema,
+)]
 pub enum MemberKind {
     /// A user.
     #[default]
