@@ -124,3 +124,32 @@ pub fn kubectl(args: &[&str]) -> anyhow::Result<String> {
 pub fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
 }
+
+/// The path of an ecosystem tool (`helm`, `trivy`), fetched once by `tests/tools`.
+pub fn tool(name: &str) -> anyhow::Result<PathBuf> {
+    let output = std::process::Command::new(repo_root().join("tests/tools"))
+        .arg(name)
+        .output()
+        .with_context(|| format!("running tests/tools {name}"))?;
+    if !output.status.success() {
+        bail!(
+            "tests/tools {name} failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    Ok(PathBuf::from(String::from_utf8(output.stdout)?.trim()))
+}
+
+/// Runs a command and returns its exit status, stdout and stderr.
+pub fn run(program: &std::path::Path, args: &[&str]) -> anyhow::Result<(bool, String, String)> {
+    let output = std::process::Command::new(program)
+        .args(args)
+        .current_dir(repo_root())
+        .output()
+        .with_context(|| format!("running {}", program.display()))?;
+    Ok((
+        output.status.success(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    ))
+}

@@ -49,7 +49,12 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             for problem in &report.problems {
                 println!("{problem}");
             }
-            let summary = format!("{} documents in {} files", report.documents, report.files);
+            let summary = format!(
+                "{} documents in {} file{}",
+                report.documents,
+                report.files,
+                if report.files == 1 { "" } else { "s" }
+            );
             if report.valid {
                 println!("valid: {summary}");
             } else {

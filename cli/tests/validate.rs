@@ -1,0 +1,56 @@
+//! `fabbrica validate` as a pipeline and a person meet it.
+
+use std::process::Command;
+
+fn fabbrica(args: &[&str]) -> (i32, String) {
+    let output = Command::new(env!("CARGO_BIN_EXE_fabbrica"))
+        .args(args)
+        .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
+        .output()
+        .expect("fabbrica runs");
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8(output.stdout).expect("utf-8 output"),
+    )
+}
+
+#[test]
+fn the_examples_are_valid() {
+    for example in [
+        "blueprints/examples/ai-factory.yaml",
+        "blueprints/examples/gigafactory.yaml",
+    ] {
+        let (code, out) = fabbrica(&["validate", example]);
+        assert_eq!(code, 0, "{example}: {out}");
+        assert!(out.starts_with("valid: "), "{out}");
+    }
+}
+
+#[test]
+fn every_problem_is_listed_with_file_document_and_field() {
+    let (code, out) = fabbrica(&["validate", "cli/tests/fixtures/invalid.yaml"]);
+    assert_eq!(code, 1);
+    insta::assert_snapshot!(out);
+}
+
+#[test]
+fn json_output_is_one_parseable_report() {
+    let (code, out) = fabbrica(&["validate", "-o", "json", "cli/tests/fixtures/invalid.yaml"]);
+    assert_eq!(code, 1);
+    let report: serde_json::Value = serde_json::from_str(&out).expect("one JSON document");
+    assert_eq!(report["valid"], false);
+    let problems = report["problems"].as_array().expect("a problem list");
+    assert!(problems.len() >= 10, "{problems:?}");
+    assert!(
+        problems
+            .iter()
+            .any(|p| p["path"] == "spec.gpuPools[0].sharing.mig.profile" && p["document"] == 0)
+    );
+}
+
+#[test]
+fn unreadable_files_are_problems_too() {
+    let (code, out) = fabbrica(&["validate", "no/such/file.yaml"]);
+    assert_eq!(code, 1);
+    assert!(out.contains("no/such/file.yaml: cannot read"), "{out}");
+}

@@ -1,0 +1,124 @@
+//! The Helm chart as a platform team meets it: lint-clean, renders with default and
+//! non-default values, refuses bad values naming the field, carries the CRDs and
+//! passes a misconfiguration scan.
+
+use fabbrica_tests::{repo_root, run, tool};
+
+const CHART: &str = "charts/fabbrica-operator";
+
+fn helm(args: &[&str]) -> anyhow::Result<(bool, String, String)> {
+    run(&tool("helm")?, args)
+}
+
+#[test]
+fn chart_lints_strictly() -> anyhow::Result<()> {
+    let (ok, out, err) = helm(&["lint", "--strict", CHART])?;
+    assert!(ok, "helm lint --strict failed:\n{out}\n{err}");
+    assert!(out.contains("0 chart(s) failed"), "{out}");
+    Ok(())
+}
+
+#[test]
+fn chart_renders_one_replica_by_default_and_leader_election_with_more() -> anyhow::Result<()> {
+    let (ok, single, err) = helm(&[
+        "template",
+        "fabbrica",
+        CHART,
+        "--namespace",
+        "fabbrica-system",
+    ])?;
+    assert!(ok, "{err}");
+    assert!(single.contains("replicas: 1"), "{single}");
+    assert!(
+        !single.contains("kind: PodDisruptionBudget"),
+        "one replica needs no PDB"
+    );
+    assert!(
+        single.contains("name: FABBRICA_LEADER_ELECT\n              value: \"false\""),
+        "{single}"
+    );
+
+    let (ok, double, err) = helm(&[
+        "template",
+        "fabbrica",
+        CHART,
+        "--namespace",
+        "fabbrica-system",
+        "--set",
+        "replicaCount=2",
+    ])?;
+    assert!(ok, "{err}");
+    assert!(double.contains("replicas: 2"));
+    assert!(
+        double.contains("kind: PodDisruptionBudget"),
+        "two replicas get a PDB"
+    );
+    assert!(
+        double.contains("name: FABBRICA_LEADER_ELECT\n              value: \"true\""),
+        "{double}"
+    );
+    Ok(())
+}
+
+#[test]
+fn bad_values_fail_with_the_field_named() -> anyhow::Result<()> {
+    for (set, field) in [
+        ("replicaCount=two", "/replicaCount"),
+        ("logFormat=xml", "/logFormat"),
+        ("metrics.port=80", "/metrics/port"),
+    ] {
+        let (ok, _, err) = helm(&["template", "fabbrica", CHART, "--set", set])?;
+        assert!(!ok, "--set {set} must be refused");
+        assert!(
+            err.contains(field),
+            "--set {set}: {field} not named in {err}"
+        );
+    }
+    Ok(())
+}
+
+#[test]
+fn chart_crds_and_version_match_the_workspace() -> anyhow::Result<()> {
+    for crd in fabbrica_crds::crd::all() {
+        let name = fabbrica_crds::crd::file_name(&crd);
+        let in_chart = std::fs::read_to_string(repo_root().join(CHART).join("crds").join(&name))?;
+        assert!(
+            in_chart == fabbrica_crds::crd::to_yaml(&crd),
+            "{CHART}/crds/{name} differs from the types; copy crds/yaml/{name} into the chart"
+        );
+    }
+    let chart = std::fs::read_to_string(repo_root().join(CHART).join("Chart.yaml"))?;
+    let version = env!("CARGO_PKG_VERSION");
+    assert!(
+        chart.contains(&format!("\nversion: {version}\n")),
+        "Chart.yaml version is not {version}"
+    );
+    assert!(
+        chart.contains(&format!("\nappVersion: \"{version}\"\n")),
+        "Chart.yaml appVersion is not {version}"
+    );
+    Ok(())
+}
+
+#[test]
+fn chart_has_no_high_or_critical_misconfiguration() -> anyhow::Result<()> {
+    let trivy = tool("trivy")?;
+    let (ok, out, err) = run(
+        &trivy,
+        &[
+            "config",
+            "--skip-check-update",
+            "--quiet",
+            "--severity",
+            "HIGH,CRITICAL",
+            "--exit-code",
+            "1",
+            CHART,
+        ],
+    )?;
+    assert!(
+        ok,
+        "trivy found HIGH or CRITICAL misconfigurations:\n{out}\n{err}"
+    );
+    Ok(())
+}
