@@ -24,6 +24,10 @@ pub enum Command {
     Crds(commands::crds::Args),
     /// Check Factory, Workspace and JupyterEnvironment specs and list every problem.
     Validate(commands::validate::Args),
+    /// Size a site: nodes, scalable units, racks, fabrics, storage and power.
+    Plan(commands::plan::Args),
+    /// Write a new site blueprint, or render one into a GitOps repository.
+    Blueprint(commands::blueprint::Args),
 }
 
 /// Output formats: text for people, JSON and YAML for machines.
@@ -43,6 +47,8 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Crds(args) => commands::crds::run(args),
         Command::Validate(args) => commands::validate::run(args),
+        Command::Plan(args) => commands::plan::run(args),
+        Command::Blueprint(args) => commands::blueprint::run(args),
     }
 }
 

@@ -1,4 +1,6 @@
 //! One module per subcommand.
 
+pub mod blueprint;
 pub mod crds;
+pub mod plan;
 pub mod validate;

@@ -1,0 +1,514 @@
+//! `fabbrica blueprint render`: a site blueprint into a directory laid out as a
+//! Git repository. Rendering is pure and deterministic (same blueprint, same
+//! bytes); only `run` touches the disk, and never overwrites a non-empty
+//! directory unless told to.
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use fabbrica_crds::site::{self, Plan, SiteBlueprint, for_each_cable, topology_conf};
+use fabbrica_crds::validation::{validate_factory, validate_jupyter, validate_workspace};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use serde::Serialize;
+
+use super::{bom, gitops, new, svg, templates};
+use crate::Output;
+use crate::commands::plan::{load, parse, plan_or_report};
+
+/// Render a site into a GitOps repository.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Site blueprint (YAML, kind SiteBlueprint).
+    #[arg(
+        value_name = "SPEC",
+        required_unless_present = "example",
+        conflicts_with = "example"
+    )]
+    pub spec: Option<PathBuf>,
+    /// Render an embedded example instead of a file.
+    #[arg(long, value_enum)]
+    pub example: Option<Example>,
+    /// Directory to write; must be empty or absent unless --force.
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+    /// Write into a non-empty directory, overwriting the files the render produces.
+    #[arg(long)]
+    pub force: bool,
+    /// Git URL the rendered repository will be pushed to; Argo CD and Flux sync from it.
+    #[arg(long, value_name = "URL", env = "FABBRICA_REPO_URL")]
+    pub repo_url: Option<String>,
+    /// Output format of the summary: text, or json/yaml for pipelines.
+    #[arg(short, long, value_enum, default_value_t)]
+    pub output: Output,
+}
+
+/// The embedded example sites.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Example {
+    /// An AI Factory of 4,096 DGX H200 GPUs on NDR.
+    AiFactory,
+    /// A Gigafactory of 100,000 GB200 NVL72 GPUs on XDR.
+    Gigafactory,
+}
+
+impl Example {
+    /// The example's blueprint text.
+    pub fn text(self) -> &'static str {
+        match self {
+            Self::AiFactory => include_str!("../../../../blueprints/sites/ai-factory.yaml"),
+            Self::Gigafactory => include_str!("../../../../blueprints/sites/gigafactory.yaml"),
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Self::AiFactory => "ai-factory",
+            Self::Gigafactory => "gigafactory",
+        }
+    }
+}
+
+/// One rendered file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct File {
+    /// Path relative to the output directory, `/`-separated.
+    pub path: String,
+    /// Contents.
+    pub bytes: Vec<u8>,
+}
+
+/// What `-o json` reports.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Summary<'a> {
+    out: String,
+    site: &'a str,
+    gpus: u64,
+    files: Vec<FileSummary<'a>>,
+    total_bytes: u64,
+}
+
+#[derive(Debug, Serialize)]
+struct FileSummary<'a> {
+    path: &'a str,
+    bytes: u64,
+}
+
+/// `topology.json`: the plan as its header, then the fabric's devices by unit and group.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct TopologyJson<'a> {
+    plan: &'a Plan,
+    units: Vec<UnitJson>,
+    spine_groups: Vec<Vec<String>>,
+    core_planes: Vec<Vec<String>>,
+}
+
+#[derive(Serialize)]
+struct UnitJson {
+    name: String,
+    leaves: Vec<String>,
+    nodes: Vec<String>,
+}
+
+fn topology_json(plan: &Plan) -> anyhow::Result<Vec<u8>> {
+    let tree = &plan.compute_fabric.tree;
+    let names = site::Names::new(tree);
+    let units = (0..tree.units)
+        .map(|u| UnitJson {
+            name: names.unit(u),
+            leaves: (0..tree.rails)
+                .map(|r| names.leaf(u * tree.rails + r))
+                .collect(),
+            nodes: (0..tree.nodes_in_unit(u))
+                .map(|i| names.node(u, i))
+                .collect(),
+        })
+        .collect();
+    let spine_groups = (0..tree.spine_groups)
+        .map(|g| {
+            (0..tree.spines_per_group)
+                .map(|s| names.spine(g, s))
+                .collect()
+        })
+        .collect();
+    let core_planes = (0..if tree.tiers == 3 {
+        tree.spines_per_group
+    } else {
+        0
+    })
+        .map(|p| {
+            (0..tree.cores_per_plane)
+                .map(|c| names.core(p, c))
+                .collect()
+        })
+        .collect();
+    let mut bytes = serde_json::to_vec_pretty(&TopologyJson {
+        plan,
+        units,
+        spine_groups,
+        core_planes,
+    })?;
+    bytes.push(b'\n');
+    Ok(bytes)
+}
+
+fn cabling_csv(plan: &Plan) -> anyhow::Result<Vec<u8>> {
+    let mut writer = csv::Writer::from_writer(Vec::new());
+    writer.write_record(["kind", "from_device", "from_port", "to_device", "to_port"])?;
+    for_each_cable(&plan.compute_fabric.tree, |c| {
+        writer.write_record([
+            c.kind.as_str(),
+            &c.from,
+            &c.from_port,
+            &c.to,
+            &c.to_port.to_string(),
+        ])
+    })?;
+    Ok(writer.into_inner()?)
+}
+
+/// Checks the objects with the same validation the operator runs, so a render
+/// never commits what the cluster would refuse.
+fn check_objects(objects: &site::SiteObjects) -> anyhow::Result<()> {
+    let factory = &objects.factory.spec;
+    validate_factory(factory)
+        .map_err(|e| anyhow::anyhow!("the rendered Factory is not valid: {e}"))?;
+    let specs: Vec<_> = objects
+        .workspaces
+        .iter()
+        .map(|w| (w.metadata.name.as_deref().unwrap_or_default(), &w.spec))
+        .collect();
+    for (name, spec) in &specs {
+        let others: Vec<_> = specs.iter().filter(|(n, _)| n != name).copied().collect();
+        validate_workspace(spec, Some(factory), &others)
+            .map_err(|e| anyhow::anyhow!("the rendered Workspace {name} is not valid: {e}"))?;
+    }
+    for nb in &objects.notebooks {
+        let ns = nb.metadata.namespace.as_deref().unwrap_or_default();
+        let workspace = specs
+            .iter()
+            .find(|(_, s)| s.namespace == ns)
+            .map(|(_, s)| *s);
+        let workspace = workspace.with_context(|| format!("no workspace for namespace {ns}"))?;
+        validate_jupyter(&nb.spec, factory, workspace).map_err(|e| {
+            anyhow::anyhow!("the rendered JupyterEnvironment {ns}/starter is not valid: {e}")
+        })?;
+    }
+    Ok(())
+}
+
+/// Renders every file of a site, sorted by path; `step` is told what is being rendered.
+pub fn render(
+    blueprint: &SiteBlueprint,
+    plan: &Plan,
+    repo_url: &str,
+    mut step: impl FnMut(&str),
+) -> anyhow::Result<Vec<File>> {
+    let objects = site::build(blueprint, plan);
+    check_objects(&objects)?;
+    let mut files = Vec::new();
+    let mut add = |path: &str, bytes: Vec<u8>| {
+        files.push(File {
+            path: path.to_owned(),
+            bytes,
+        })
+    };
+    step("site.yaml");
+    add(
+        "site.yaml",
+        new::commented(blueprint, "site.yaml")?.into_bytes(),
+    );
+    step("cabling.csv");
+    add("cabling.csv", cabling_csv(plan)?);
+    step("topology");
+    add(
+        "topology.conf",
+        topology_conf(&plan.site, &plan.compute_fabric.tree).into_bytes(),
+    );
+    add("topology.json", topology_json(plan)?);
+    step("bill of materials");
+    add("bom.csv", bom::csv(plan)?);
+    step("diagrams");
+    add("fabric.svg", svg::fabric(plan).into_bytes());
+    add("racks.svg", svg::racks(plan).into_bytes());
+    step("gitops");
+    for (path, text) in gitops::files(plan, &objects, repo_url)? {
+        add(&path, text.into_bytes());
+    }
+    step("README.md");
+    let mut context = tera::Context::new();
+    context.insert("plan", plan);
+    context.insert("bom", &bom::lines(plan));
+    context.insert("tenants", &blueprint.spec.tenants);
+    context.insert("version", env!("CARGO_PKG_VERSION"));
+    add(
+        "README.md",
+        templates::render("README.md", &context)?.into_bytes(),
+    );
+    files.sort_by(|a, b| a.path.cmp(&b.path));
+    Ok(files)
+}
+
+fn is_empty_dir(dir: &Path) -> anyhow::Result<bool> {
+    match std::fs::read_dir(dir) {
+        Ok(mut entries) => Ok(entries.next().is_none()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(true),
+        Err(e) => Err(e).with_context(|| format!("reading {}", dir.display())),
+    }
+}
+
+fn progress(len: u64) -> ProgressBar {
+    if !std::io::stderr().is_terminal() {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::with_draw_target(Some(len), ProgressDrawTarget::stderr());
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} [{bar:30}] {pos}/{len} {msg}")
+            .expect("a valid template")
+            .progress_chars("=> "),
+    );
+    bar
+}
+
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let (blueprint, source) = match (&args.spec, args.example) {
+        (Some(path), _) => (load(path)?, path.display().to_string()),
+        (None, Some(example)) => (
+            parse(example.text())?,
+            format!("example {}", example.name()),
+        ),
+        (None, None) => anyhow::bail!("give a blueprint file or --example ai-factory|gigafactory"),
+    };
+    if !args.force && !is_empty_dir(&args.out)? {
+        anyhow::bail!(
+            "{} is not empty; render into a new or empty directory, or pass --force to overwrite the files the render writes",
+            args.out.display()
+        );
+    }
+    let Some(plan) = plan_or_report(&blueprint, &source) else {
+        return Ok(ExitCode::from(1));
+    };
+    let repo_url = args
+        .repo_url
+        .clone()
+        .unwrap_or_else(|| format!("https://git.example.com/{}/site.git", plan.site));
+    // Seven render steps, then one tick per file written.
+    let bar = progress(7);
+    let files = render(&blueprint, &plan, &repo_url, |what| {
+        bar.set_message(format!("rendering {what}"));
+        bar.inc(1);
+    })?;
+    bar.set_length(7 + files.len() as u64);
+    for file in &files {
+        bar.set_message(format!("writing {}", file.path));
+        let path = args.out.join(&file.path);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent)
+                .with_context(|| format!("creating {}", parent.display()))?;
+        }
+        std::fs::write(&path, &file.bytes)
+            .with_context(|| format!("writing {}", path.display()))?;
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+    let summary = Summary {
+        out: args.out.display().to_string(),
+        site: &plan.site,
+        gpus: plan.gpus,
+        files: files
+            .iter()
+            .map(|f| FileSummary {
+                path: &f.path,
+                bytes: f.bytes.len() as u64,
+            })
+            .collect(),
+        total_bytes: files.iter().map(|f| f.bytes.len() as u64).sum(),
+    };
+    match args.output {
+        Output::Json => println!("{}", serde_json::to_string_pretty(&summary)?),
+        Output::Yaml => print!("{}", serde_saphyr::to_string(&summary)?),
+        Output::Text => {
+            for f in &summary.files {
+                println!("{:>12}  {}", f.bytes, f.path);
+            }
+            println!(
+                "rendered site {} ({} GPUs): {} files, {} bytes in {}",
+                plan.site,
+                site::grouped(plan.gpus),
+                summary.files.len(),
+                site::grouped(summary.total_bytes),
+                summary.out
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use fabbrica_crds::crd;
+
+    use super::*;
+    use crate::commands::blueprint::svg::drawn_units;
+
+    fn rendered(example: Example) -> (Plan, Vec<File>) {
+        let blueprint = parse(example.text()).unwrap();
+        let plan = site::plan(&blueprint).unwrap();
+        let files = render(
+            &blueprint,
+            &plan,
+            "https://git.example.com/site.git",
+            |_| {},
+        )
+        .unwrap();
+        (plan, files)
+    }
+
+    fn file<'a>(files: &'a [File], path: &str) -> &'a str {
+        let f = files
+            .iter()
+            .find(|f| f.path == path)
+            .unwrap_or_else(|| panic!("{path} not rendered"));
+        std::str::from_utf8(&f.bytes).unwrap()
+    }
+
+    /// Every file in full, except the large ones (head and size) and the CRDs (their own test).
+    fn golden(files: &[File]) -> String {
+        let mut out = String::new();
+        for f in files {
+            let text = std::str::from_utf8(&f.bytes).unwrap();
+            if f.path == "gitops/base/crds/crds.yaml" {
+                assert_eq!(text, crd::all_yaml());
+                out.push_str(&format!("=== {} (the CRDs from fabbrica crds)\n", f.path));
+            } else if f.bytes.len() > 64 * 1024 {
+                let head: Vec<_> = text.lines().take(12).collect();
+                out.push_str(&format!(
+                    "=== {} ({} bytes, {} lines; head)\n{}\n",
+                    f.path,
+                    f.bytes.len(),
+                    text.lines().count(),
+                    head.join("\n")
+                ));
+            } else {
+                out.push_str(&format!("=== {}\n{text}", f.path));
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn ai_factory_example_matches_its_golden_files() {
+        insta::assert_snapshot!(golden(&rendered(Example::AiFactory).1));
+    }
+
+    #[test]
+    fn gigafactory_example_matches_its_golden_files() {
+        insta::assert_snapshot!(golden(&rendered(Example::Gigafactory).1));
+    }
+
+    #[test]
+    fn rendering_is_deterministic() {
+        assert_eq!(
+            rendered(Example::AiFactory).1,
+            rendered(Example::AiFactory).1
+        );
+    }
+
+    #[test]
+    fn topology_json_starts_with_the_plan() {
+        let (plan, files) = rendered(Example::AiFactory);
+        let value: serde_json::Value = serde_json::from_str(file(&files, "topology.json")).unwrap();
+        assert_eq!(value["plan"], serde_json::to_value(&plan).unwrap());
+        assert_eq!(
+            value["units"].as_array().unwrap().len() as u32,
+            plan.scalable_units
+        );
+    }
+
+    #[test]
+    fn cabling_lists_every_cable() {
+        let (plan, files) = rendered(Example::Gigafactory);
+        let f = &plan.compute_fabric;
+        let rows = file(&files, "cabling.csv").lines().count() as u64 - 1;
+        assert_eq!(
+            rows,
+            f.node_leaf_cables + f.leaf_spine_cables + f.spine_core_cables
+        );
+    }
+
+    /// The diagrams parse as XML and show, per drawn unit, its rail leaves and its nodes.
+    #[test]
+    fn svgs_are_well_formed_and_show_units_leaves_and_spines() {
+        for example in [Example::AiFactory, Example::Gigafactory] {
+            let (plan, files) = rendered(example);
+            let tree = &plan.compute_fabric.tree;
+            let svg = file(&files, "fabric.svg");
+            let doc = roxmltree::Document::parse(svg).unwrap();
+            let units: Vec<_> = doc
+                .descendants()
+                .filter(|n| n.attribute("class") == Some("su"))
+                .collect();
+            let drawn = drawn_units(tree.units);
+            assert_eq!(units.len(), drawn.len());
+            for (node, unit) in units.iter().zip(drawn) {
+                let leaves = node
+                    .descendants()
+                    .filter(|n| n.attribute("class") == Some("leaf"))
+                    .count();
+                assert_eq!(leaves as u32, tree.rails, "unit {unit}");
+                let texts: Vec<_> = node.descendants().filter_map(|n| n.text()).collect();
+                assert!(
+                    texts.contains(&format!("{} nodes", tree.nodes_in_unit(unit)).as_str()),
+                    "{texts:?}"
+                );
+            }
+            let spine_text = format!("{} spine switches", plan.compute_fabric.spine_switches);
+            assert!(
+                doc.descendants()
+                    .filter_map(|n| n.text())
+                    .any(|t| t.starts_with(&spine_text)),
+                "{spine_text}"
+            );
+            let racks = roxmltree::Document::parse(file(&files, "racks.svg")).unwrap();
+            let nodes = racks
+                .descendants()
+                .filter(|n| n.attribute("class") == Some("node"))
+                .count();
+            assert_eq!(nodes as u32, tree.nodes_in_unit(0));
+        }
+    }
+
+    #[test]
+    fn refuses_a_non_empty_directory_without_force() {
+        let dir = std::env::temp_dir().join(format!("fabbrica-render-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("keep.txt"), "mine").unwrap();
+        let args = |force| Args {
+            spec: None,
+            example: Some(Example::AiFactory),
+            out: dir.clone(),
+            force,
+            repo_url: None,
+            output: Output::Json,
+        };
+        let err = run(args(false)).unwrap_err();
+        assert!(err.to_string().contains("is not empty"), "{err}");
+        assert_eq!(
+            std::fs::read_to_string(dir.join("keep.txt")).unwrap(),
+            "mine"
+        );
+        run(args(true)).unwrap();
+        assert!(
+            dir.join("gitops/overlays/production/kustomization.yaml")
+                .exists()
+        );
+        assert_eq!(
+            std::fs::read_to_string(dir.join("keep.txt")).unwrap(),
+            "mine"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

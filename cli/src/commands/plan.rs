@@ -1,0 +1,448 @@
+//! `fabbrica plan`: the sizing of a site at a glance, from a blueprint file or
+//! from a few flags. `-o json` is a stable interface for pipelines.
+
+use std::fmt::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::Context;
+use fabbrica_crds::site::{self, FabricGeneration, NewSite, Plan, SiteBlueprint, grouped};
+use fabbrica_crds::v1alpha1::{GpuSystem, SiteTier};
+
+use crate::Output;
+
+/// Size a site: nodes, scalable units, racks, fabrics, storage and power.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Site blueprint (YAML, kind SiteBlueprint); without it, the flags describe the site.
+    #[arg(value_name = "SPEC", conflicts_with = "gpus")]
+    pub spec: Option<PathBuf>,
+    #[command(flatten)]
+    pub site: SiteFlags,
+    /// Output format: text for people, json or yaml for pipelines.
+    #[arg(short, long, value_enum, default_value_t)]
+    pub output: Output,
+}
+
+/// A site described on the command line.
+#[derive(Debug, clap::Args)]
+pub struct SiteFlags {
+    /// GPUs the site targets; rounded up to whole nodes.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub gpus: Option<u32>,
+    /// GPU system from the catalog.
+    #[arg(long, value_parser = parse_system, default_value = "dgx-h100")]
+    pub system: GpuSystem,
+    /// Compute fabric generation: ndr (400 Gb/s, 64-port switches) or xdr (800 Gb/s, 144-port);
+    /// by default ndr for an AI Factory and xdr for a Gigafactory.
+    #[arg(long, value_enum)]
+    pub fabric: Option<Fabric>,
+    /// Nodes per scalable unit; by default half the leaf switch's ports (32 on NDR, 72 on XDR).
+    #[arg(long, value_name = "N")]
+    pub nodes_per_su: Option<u32>,
+    /// Site tier.
+    #[arg(long, value_enum, default_value_t = Tier::AiFactory)]
+    pub tier: Tier,
+    /// Site name, a DNS label.
+    #[arg(long, value_name = "NAME", default_value = "site")]
+    pub site: String,
+    /// ISO 3166-1 alpha-2 country code of the site.
+    #[arg(long, default_value = "IT")]
+    pub country: String,
+}
+
+/// The fabric generation on the command line.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Fabric {
+    /// InfiniBand NDR, 400 Gb/s.
+    Ndr,
+    /// InfiniBand XDR, 800 Gb/s.
+    Xdr,
+}
+
+/// The site tier on the command line.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Tier {
+    /// An AI Factory: about 1,000 to 25,000 GPUs.
+    #[value(name = "aiFactory", alias = "ai-factory")]
+    AiFactory,
+    /// An AI Gigafactory: about 100,000 accelerators.
+    #[value(name = "gigafactory")]
+    Gigafactory,
+}
+
+pub fn parse_system(id: &str) -> Result<GpuSystem, String> {
+    GpuSystem::from_id(id).ok_or_else(|| {
+        let valid: Vec<_> = GpuSystem::ALL.iter().map(|s| s.id()).collect();
+        format!("unknown GPU system {id:?}; valid: {}", valid.join(", "))
+    })
+}
+
+impl SiteFlags {
+    /// The blueprint these flags describe, with a tier's defaults for the rest.
+    pub fn blueprint(&self, gpus: u32) -> SiteBlueprint {
+        let mut blueprint = site::new_site(&NewSite {
+            name: self.site.clone(),
+            country: self.country.clone(),
+            tier: match self.tier {
+                Tier::AiFactory => SiteTier::AiFactory,
+                Tier::Gigafactory => SiteTier::Gigafactory,
+            },
+            gpus,
+            system: self.system,
+            generation: self.fabric.map(|f| match f {
+                Fabric::Ndr => FabricGeneration::Ndr,
+                Fabric::Xdr => FabricGeneration::Xdr,
+            }),
+        });
+        blueprint.spec.compute.nodes_per_scalable_unit = self.nodes_per_su;
+        blueprint
+    }
+}
+
+/// Reads a blueprint file.
+pub fn load(path: &Path) -> anyhow::Result<SiteBlueprint> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    parse(&text).with_context(|| format!("{} is not a site blueprint", path.display()))
+}
+
+/// Parses a blueprint.
+pub fn parse(text: &str) -> anyhow::Result<SiteBlueprint> {
+    Ok(serde_saphyr::from_str(text)?)
+}
+
+/// Sizes a blueprint, or explains on stderr every problem with its field path.
+pub fn plan_or_report(blueprint: &SiteBlueprint, source: &str) -> Option<Plan> {
+    match site::plan(blueprint) {
+        Ok(plan) => Some(plan),
+        Err(problems) => {
+            for problem in &problems.0 {
+                eprintln!("{source}: {problem}");
+            }
+            eprintln!("{source}: {} problem(s); nothing sized", problems.0.len());
+            None
+        }
+    }
+}
+
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let (blueprint, source) = match (&args.spec, args.site.gpus) {
+        (Some(path), _) => (load(path)?, path.display().to_string()),
+        (None, Some(gpus)) => (args.site.blueprint(gpus), "command line".to_owned()),
+        (None, None) => anyhow::bail!(
+            "give a blueprint file, or --gpus N (with --system, --fabric, --nodes-per-su)"
+        ),
+    };
+    let Some(plan) = plan_or_report(&blueprint, &source) else {
+        return Ok(ExitCode::from(1));
+    };
+    match args.output {
+        Output::Text => print!("{}", text(&plan)),
+        Output::Json => println!("{}", json(&plan)),
+        Output::Yaml => print!("{}", serde_saphyr::to_string(&plan)?),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The plan as pretty JSON: the machine interface.
+pub fn json(plan: &Plan) -> String {
+    serde_json::to_string_pretty(plan).expect("a plan serializes to JSON")
+}
+
+/// Rows under a heading, columns padded to their widest cell; numbers right-aligned.
+pub fn table(out: &mut String, heading: &str, header: &[&str], rows: &[Vec<String>]) {
+    let columns = header.len();
+    let widths: Vec<usize> = (0..columns)
+        .map(|c| {
+            rows.iter()
+                .map(|r| r[c].chars().count())
+                .chain([header[c].len()])
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    let numeric = |c: usize| {
+        rows.iter()
+            .all(|r| r[c].chars().next().is_some_and(|ch| ch.is_ascii_digit()))
+    };
+    let line = |cells: Vec<&str>| {
+        let padded: Vec<String> = cells
+            .iter()
+            .enumerate()
+            .map(|(c, cell)| {
+                if numeric(c) {
+                    format!("{cell:>w$}", w = widths[c])
+                } else {
+                    format!("{cell:<w$}", w = widths[c])
+                }
+            })
+            .collect();
+        format!("  {}", padded.join("  ").trim_end())
+    };
+    let _ = writeln!(out, "{heading}");
+    let _ = writeln!(out, "{}", line(header.to_vec()));
+    for row in rows {
+        let _ = writeln!(out, "{}", line(row.iter().map(String::as_str).collect()));
+    }
+    out.push('\n');
+}
+
+fn n(x: impl Into<u64>) -> String {
+    grouped(x.into())
+}
+
+/// The sizing tables a person reads (also in the rendered README).
+pub fn text(plan: &Plan) -> String {
+    let mut out = String::new();
+    let f = &plan.compute_fabric;
+    let _ = writeln!(
+        out,
+        "Site {} ({}): {} GPUs on {} {} nodes\n",
+        plan.site,
+        match plan.tier {
+            SiteTier::AiFactory => "AI Factory",
+            SiteTier::Gigafactory => "Gigafactory",
+        },
+        n(plan.gpus),
+        n(plan.nodes),
+        plan.system
+    );
+    let r = &plan.rack_layout;
+    table(
+        &mut out,
+        "Sizing",
+        &["ITEM", "COUNT", "DETAIL"],
+        &[
+            vec![
+                "GPUs".into(),
+                n(plan.gpus),
+                format!(
+                    "{} requested, {} per node",
+                    n(plan.requested_gpus),
+                    plan.gpus_per_node
+                ),
+            ],
+            vec!["Nodes".into(), n(plan.nodes), plan.system.clone()],
+            vec![
+                "Scalable units".into(),
+                n(plan.scalable_units),
+                format!(
+                    "{} nodes each, the last {}",
+                    plan.nodes_per_scalable_unit, plan.nodes_in_last_unit
+                ),
+            ],
+            vec![
+                "Racks".into(),
+                n(plan.racks),
+                format!(
+                    "{} compute, {} leaf, {} spine/core, {} management",
+                    r.compute, r.leaf, r.spine, r.management
+                ),
+            ],
+        ],
+    );
+    table(
+        &mut out,
+        &format!(
+            "Compute fabric: {} {} ({} ports, {} Gb/s), {} tiers, {} rails, {}",
+            f.generation.as_str().to_uppercase(),
+            f.switch,
+            f.radix,
+            f.port_gbps,
+            f.tiers,
+            f.rails,
+            if f.blocking_factor == 1 {
+                "non-blocking".to_owned()
+            } else {
+                format!("{}:1 blocking", f.blocking_factor)
+            }
+        ),
+        &["LEVEL", "SWITCHES", "CABLES UP", "PER SWITCH"],
+        &[
+            vec![
+                "node".into(),
+                "-".into(),
+                n(f.node_leaf_cables),
+                format!("{} rails per node", f.rails),
+            ],
+            vec![
+                "leaf".into(),
+                n(f.leaf_switches),
+                n(f.leaf_spine_cables),
+                format!("{} down, {} up", f.leaf_downlinks, f.leaf_uplinks),
+            ],
+            vec![
+                "spine".into(),
+                n(f.spine_switches),
+                n(f.spine_core_cables),
+                format!("{} group(s)", f.spine_groups),
+            ],
+            vec!["core".into(), n(f.core_switches), "-".into(), String::new()],
+        ],
+    );
+    let _ = writeln!(
+        out,
+        "  Transceivers: {} in switches, {} in nodes\n",
+        n(f.switch_transceivers),
+        n(f.node_transceivers)
+    );
+    let s = &plan.storage_fabric;
+    let ib = &plan.management_fabric.in_band;
+    let oob = &plan.management_fabric.out_of_band;
+    table(
+        &mut out,
+        "Storage and management fabrics",
+        &[
+            "FABRIC", "SWITCH", "PORTS", "LEAF", "SPINE", "CORE", "CABLES",
+        ],
+        &[
+            vec![
+                "storage".into(),
+                s.switch.clone(),
+                n(s.ports),
+                n(s.leaf_switches),
+                n(s.spine_switches),
+                n(s.core_switches),
+                n(s.cables),
+            ],
+            vec![
+                "in-band".into(),
+                ib.switch.clone(),
+                n(ib.ports),
+                n(ib.leaf_switches),
+                n(ib.spine_switches),
+                n(ib.core_switches),
+                n(ib.cables),
+            ],
+            vec![
+                "out-of-band".into(),
+                oob.switch.clone(),
+                n(oob.ports),
+                n(oob.switches),
+                "0".into(),
+                "0".into(),
+                n(oob.ports),
+            ],
+        ],
+    );
+    let tib = 1024f64.powi(4);
+    let rows: Vec<Vec<String>> = plan
+        .storage
+        .tiers
+        .iter()
+        .map(|t| {
+            vec![
+                t.name.clone(),
+                format!("{:?}", t.role).to_lowercase(),
+                t.capacity.clone(),
+                format!("{:.2}", t.tib_per_gpu),
+                format!("{:.0} TiB", t.granted_bytes as f64 / tib),
+            ]
+        })
+        .collect();
+    table(
+        &mut out,
+        "Storage",
+        &["TIER", "ROLE", "CAPACITY", "TIB/GPU", "GRANTED"],
+        &rows,
+    );
+    let p = &plan.power;
+    table(
+        &mut out,
+        "Power",
+        &["ITEM", "KW"],
+        &[
+            vec!["GPU nodes".into(), format!("{:.1}", p.compute_kw)],
+            vec!["Network".into(), format!("{:.1}", p.network_kw)],
+            vec!["IT".into(), format!("{:.1}", p.it_kw)],
+            vec![
+                format!("Facility (PUE {})", p.pue),
+                format!("{:.1}", p.facility_kw),
+            ],
+        ],
+    );
+    let _ = writeln!(out, "Assumptions");
+    for a in &plan.assumptions {
+        let _ = writeln!(out, "  - {a}");
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    fn flags(line: &str) -> Plan {
+        let cli = crate::Cli::parse_from(line.split_whitespace());
+        let crate::Command::Plan(args) = cli.command else {
+            panic!("not plan")
+        };
+        site::plan(&args.site.blueprint(args.site.gpus.unwrap())).unwrap()
+    }
+
+    /// The keys pipelines read; renaming one breaks them.
+    #[test]
+    fn json_carries_the_stable_keys() {
+        let value: serde_json::Value =
+            serde_json::from_str(&json(&flags("fabbrica plan --gpus 1016"))).unwrap();
+        for pointer in [
+            "/nodes",
+            "/gpus",
+            "/scalableUnits",
+            "/racks",
+            "/computeFabric/tiers",
+            "/computeFabric/leafSwitches",
+            "/computeFabric/spineSwitches",
+            "/computeFabric/coreSwitches",
+            "/computeFabric/nodeLeafCables",
+            "/computeFabric/leafSpineCables",
+            "/computeFabric/spineCoreCables",
+            "/computeFabric/switchTransceivers",
+            "/computeFabric/nodeTransceivers",
+            "/power/itKw",
+            "/power/facilityKw",
+            "/storageFabric/leafSwitches",
+            "/managementFabric/inBand/leafSwitches",
+            "/storage/tiers/0/bytes",
+        ] {
+            assert!(value.pointer(pointer).is_some(), "{pointer} missing");
+        }
+        assert!(value["assumptions"].as_array().is_some_and(|a| {
+            a.iter()
+                .all(|s| s.as_str().is_some_and(|s| s.ends_with('.')))
+        }));
+        assert_eq!(value["nodes"], 127);
+        assert_eq!(value["computeFabric"]["spineSwitches"], 16);
+    }
+
+    #[test]
+    fn json_snapshot_dgx_h100_4_units() {
+        insta::assert_snapshot!(json(&flags(
+            "fabbrica plan --gpus 1016 --system dgx-h100 -o json"
+        )));
+    }
+
+    #[test]
+    fn text_snapshot_dgx_h100_4_units() {
+        insta::assert_snapshot!(text(&flags("fabbrica plan --gpus 1016 --system dgx-h100")));
+    }
+
+    #[test]
+    fn text_snapshot_three_tiers_on_xdr() {
+        insta::assert_snapshot!(text(&flags(
+            "fabbrica plan --gpus 100000 --system gb200-nvl72 --fabric xdr --tier gigafactory --site giga"
+        )));
+    }
+
+    #[test]
+    fn nodes_per_su_flag_changes_the_units() {
+        let plan = flags("fabbrica plan --gpus 1024 --nodes-per-su 16");
+        assert_eq!(
+            (plan.scalable_units, plan.compute_fabric.leaf_switches),
+            (8, 64)
+        );
+    }
+}
