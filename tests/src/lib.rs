@@ -153,3 +153,20 @@ pub fn run(program: &std::path::Path, args: &[&str]) -> anyhow::Result<(bool, St
         String::from_utf8_lossy(&output.stderr).into_owned(),
     ))
 }
+
+/// A fresh, empty folder under the target directory for one test's files.
+pub fn scratch_dir(prefix: &str) -> anyhow::Result<PathBuf> {
+    let dir = repo_root()
+        .join("target/test-scratch")
+        .join(unique_name(prefix));
+    std::fs::create_dir_all(&dir)?;
+    Ok(dir)
+}
+
+/// Runs the `fabbrica` command line in-process and returns its exit code.
+pub fn fabbrica(args: &[&str]) -> anyhow::Result<std::process::ExitCode> {
+    use clap::Parser;
+    let cli =
+        fabbrica::Cli::try_parse_from(std::iter::once("fabbrica").chain(args.iter().copied()))?;
+    fabbrica::run(cli)
+}

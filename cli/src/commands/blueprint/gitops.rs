@@ -82,11 +82,29 @@ pub fn files(
             "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nresources:\n  - ../../base/site\nlabels:\n  - pairs:\n      fabbrica.io/environment: {env}\n"
         );
         if env == "staging" {
-            // A staging cluster holds one scalable unit: the pool expects that many nodes.
+            // A staging cluster holds one scalable unit: the pool expects that many nodes,
+            // and every tenant's GPU quota shrinks in proportion so it still fits the pool.
+            let staged = plan.nodes_per_scalable_unit.min(plan.nodes);
             overlay.push_str(&format!(
-                "patches:\n  - target: {{group: fabbrica.io, version: v1alpha1, kind: Factory, name: {site}}}\n    patch: |-\n      - op: replace\n        path: /spec/gpuPools/0/expectedNodes\n        value: {}\n",
-                plan.nodes_per_scalable_unit.min(plan.nodes)
+                "patches:\n  - target: {{group: fabbrica.io, version: v1alpha1, kind: Factory, name: {site}}}\n    patch: |-\n      - op: replace\n        path: /spec/gpuPools/0/expectedNodes\n        value: {staged}\n"
             ));
+            for workspace in &objects.workspaces {
+                let name = workspace.metadata.name.as_deref().unwrap_or_default();
+                let mut ops = String::new();
+                for (i, quota) in workspace.spec.gpu_quota.iter().enumerate() {
+                    let scaled = (u64::from(quota.gpus) * u64::from(staged)
+                        / u64::from(plan.nodes.max(1)))
+                    .max(1);
+                    ops.push_str(&format!(
+                        "      - op: replace\n        path: /spec/gpuQuota/{i}/gpus\n        value: {scaled}\n"
+                    ));
+                }
+                if !ops.is_empty() {
+                    overlay.push_str(&format!(
+                        "  - target: {{group: fabbrica.io, version: v1alpha1, kind: Workspace, name: {name}}}\n    patch: |-\n{ops}"
+                    ));
+                }
+            }
         }
         files.push((format!("gitops/overlays/{env}/kustomization.yaml"), overlay));
         let mut context = tera::Context::new();

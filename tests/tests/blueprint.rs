@@ -1,0 +1,113 @@
+//! A rendered site is a GitOps tree that current tools and a real API server accept.
+
+use std::path::Path;
+use std::process::ExitCode;
+
+use fabbrica_tests::{client, fabbrica, install_crds, kubectl, run, scratch_dir, tool};
+
+fn render(example: &str) -> anyhow::Result<std::path::PathBuf> {
+    let out = scratch_dir(example)?.join("site");
+    let code = fabbrica(&[
+        "blueprint",
+        "render",
+        "--example",
+        example,
+        "--out",
+        out.to_str().unwrap(),
+    ])?;
+    assert_eq!(code, ExitCode::SUCCESS);
+    Ok(out)
+}
+
+fn overlays(site: &Path) -> anyhow::Result<Vec<std::path::PathBuf>> {
+    let mut dirs: Vec<_> = std::fs::read_dir(site.join("gitops/overlays"))?
+        .map(|e| e.map(|e| e.path()))
+        .collect::<Result<_, _>>()?;
+    dirs.sort();
+    assert!(!dirs.is_empty(), "no overlays under {}", site.display());
+    Ok(dirs)
+}
+
+#[tokio::test]
+async fn every_overlay_builds_and_applies_with_server_side_dry_run() -> anyhow::Result<()> {
+    let client = client().await?;
+    install_crds(&client).await?;
+    for example in ["ai-factory", "gigafactory"] {
+        let site = render(example)?;
+        for overlay in overlays(&site)? {
+            let built = kubectl(&["kustomize", overlay.to_str().unwrap()])?;
+            // The operator creates each workspace's namespace; a dry run needs them to exist already.
+            for namespace in built
+                .lines()
+                .filter_map(|l| l.strip_prefix("  namespace: "))
+            {
+                let _ = kubectl(&["create", "namespace", namespace.trim()]);
+            }
+            let out = kubectl(&[
+                "apply",
+                "--dry-run=server",
+                "--server-side",
+                "-k",
+                overlay.to_str().unwrap(),
+            ])?;
+            assert!(
+                out.contains("factory.fabbrica.io/"),
+                "{example} {}: {out}",
+                overlay.display()
+            );
+
+            // Every custom resource against its CRD's schema, and the shared validation across them.
+            let file = overlay.with_extension("built.yaml");
+            std::fs::write(&file, &built)?;
+            let code = fabbrica(&["validate", file.to_str().unwrap()])?;
+            assert_eq!(
+                code,
+                ExitCode::SUCCESS,
+                "{example} {}: fabbrica validate failed",
+                overlay.display()
+            );
+        }
+    }
+    Ok(())
+}
+
+#[test]
+fn built_in_kinds_validate_against_kubernetes_1_33() -> anyhow::Result<()> {
+    let validate = tool("kubernetes-validate")?;
+    let site = render("ai-factory")?;
+    let crds = site.join("gitops/base/crds/crds.yaml");
+    let (ok, out, err) = run(
+        &validate,
+        &["--strict", "-k", "1.33.0", crds.to_str().unwrap()],
+    )?;
+    assert!(ok, "kubernetes-validate refused the CRDs:\n{out}\n{err}");
+    assert!(
+        !out.contains("ERROR") && !err.contains("ERROR"),
+        "{out}\n{err}"
+    );
+    Ok(())
+}
+
+#[test]
+fn a_rendered_site_has_no_high_or_critical_misconfiguration() -> anyhow::Result<()> {
+    let trivy = tool("trivy")?;
+    let site = render("ai-factory")?;
+    let (ok, out, err) = run(
+        &trivy,
+        &[
+            "config",
+            "--skip-check-update",
+            "--quiet",
+            "--severity",
+            "HIGH,CRITICAL",
+            "--exit-code",
+            "1",
+            site.to_str().unwrap(),
+        ],
+    )?;
+    assert!(
+        ok,
+        "trivy found HIGH or CRITICAL misconfigurations:\n{out}\n{err}"
+    );
+    Ok(())
+}
