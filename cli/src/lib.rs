@@ -28,6 +28,8 @@ pub enum Command {
     Plan(commands::plan::Args),
     /// Write a new site blueprint, or render one into a GitOps repository.
     Blueprint(commands::blueprint::Args),
+    /// Show a factory at a glance: pools, tiers, workspaces and their notebooks.
+    Status(commands::status::Args),
 }
 
 /// Output formats: text for people, JSON and YAML for machines.
@@ -49,6 +51,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Validate(args) => commands::validate::run(args),
         Command::Plan(args) => commands::plan::run(args),
         Command::Blueprint(args) => commands::blueprint::run(args),
+        Command::Status(args) => commands::status::run(args),
     }
 }
 

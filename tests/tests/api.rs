@@ -64,6 +64,10 @@ async fn examples_apply_and_kubectl_teaches_the_api() -> anyhow::Result<()> {
     assert!(table.contains("aiFactory"), "{table}");
 
     let all = kubectl(&["get", "fabbrica", "--all-namespaces"])?;
+    for example in ["ai-factory.yaml", "gigafactory.yaml"] {
+        let path = repo_root().join("blueprints/examples").join(example);
+        kubectl(&["delete", "--wait=false", "-f", path.to_str().unwrap()])?;
+    }
     for kind in [
         "factory.fabbrica.io/it4lia",
         "workspace.fabbrica.io/aurora-robotics",

@@ -3,4 +3,5 @@
 pub mod blueprint;
 pub mod crds;
 pub mod plan;
+pub mod status;
 pub mod validate;

@@ -1,0 +1,542 @@
+//! `fabbrica status`: a factory at a glance, read from a live cluster: pools with GPUs ready of
+//! expected, storage tiers, workspaces with their quota used of granted, and their notebooks.
+//! `-o json` is a stable interface for pipelines.
+
+use std::fmt::Write;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use fabbrica_crds::v1alpha1::{Factory, JupyterEnvironment, QuotaUsage, Workspace, condition};
+use fabbrica_crds::validation::{gpus_per_node, units_per_gpu};
+use kube::api::{Api, ListParams};
+use kube::{Client, ResourceExt};
+use serde::Serialize;
+
+use crate::Output;
+use crate::commands::plan::table;
+
+/// Show a factory at a glance: pools, tiers, workspaces and their notebooks.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Show only this Factory; by default every Factory of the cluster.
+    #[arg(long, value_name = "NAME")]
+    pub factory: Option<String>,
+    /// Output format: text for people, json or yaml for pipelines.
+    #[arg(short, long, value_enum, default_value_t)]
+    pub output: Output,
+}
+
+/// Everything `fabbrica status` shows.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Report {
+    /// One entry per Factory.
+    pub factories: Vec<FactoryReport>,
+}
+
+/// One Factory.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FactoryReport {
+    pub name: String,
+    pub site: String,
+    pub country: String,
+    pub tier: String,
+    /// The Ready condition's status: `True`, `False`, or `Unknown` before the operator reported.
+    pub ready: String,
+    pub gpus_ready: u64,
+    pub gpus_expected: u64,
+    pub pools: Vec<PoolReport>,
+    pub tiers: Vec<TierReport>,
+    pub workspaces: Vec<WorkspaceReport>,
+}
+
+/// One GPU pool.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PoolReport {
+    pub name: String,
+    pub system: String,
+    pub nodes_ready: u32,
+    pub nodes_expected: u32,
+    pub gpus_ready: u64,
+    pub gpus_expected: u64,
+}
+
+/// One storage tier.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TierReport {
+    pub name: String,
+    pub role: String,
+    pub storage_class: String,
+    pub capacity: String,
+}
+
+/// One Workspace.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WorkspaceReport {
+    pub name: String,
+    pub tenant: String,
+    pub namespace: String,
+    pub ready: String,
+    pub gpus_used: u64,
+    pub gpus_granted: u64,
+    /// Quota used and granted per resource, as the namespace's ResourceQuota reports it.
+    pub quota: Vec<QuotaUsage>,
+    pub environments: Vec<EnvironmentReport>,
+}
+
+/// One JupyterEnvironment.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EnvironmentReport {
+    pub name: String,
+    pub image: String,
+    pub pool: String,
+    pub gpus: u32,
+    /// `Pending`, `Running`, `Refused`, or `Unknown` before the operator reported.
+    pub phase: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+}
+
+const UNKNOWN: &str = "Unknown";
+
+fn ready(
+    conditions: Option<&[k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition]>,
+) -> String {
+    conditions
+        .and_then(|c| condition(c, "Ready"))
+        .map_or_else(|| UNKNOWN.to_owned(), |c| c.status.clone())
+}
+
+fn json_name<T: Serialize>(value: &T) -> String {
+    serde_json::to_value(value)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_default()
+}
+
+/// The report of `factories` (only `only`, when given), their workspaces and environments.
+pub fn report(
+    factories: &[Factory],
+    workspaces: &[Workspace],
+    environments: &[JupyterEnvironment],
+    only: Option<&str>,
+) -> Report {
+    let mut factories: Vec<&Factory> = factories
+        .iter()
+        .filter(|f| only.is_none_or(|name| f.name_any() == name))
+        .collect();
+    factories.sort_by_key(|f| f.name_any());
+    let factories = factories
+        .into_iter()
+        .map(|factory| factory_report(factory, workspaces, environments))
+        .collect();
+    Report { factories }
+}
+
+fn factory_report(
+    factory: &Factory,
+    workspaces: &[Workspace],
+    environments: &[JupyterEnvironment],
+) -> FactoryReport {
+    let name = factory.name_any();
+    let status = factory.status.clone().unwrap_or_default();
+    let pools: Vec<PoolReport> = factory
+        .spec
+        .gpu_pools
+        .iter()
+        .map(|pool| {
+            let observed = status
+                .pools
+                .iter()
+                .find(|p| p.name == pool.name)
+                .cloned()
+                .unwrap_or_default();
+            let per_node = u64::from(gpus_per_node(pool));
+            let units = u64::from(units_per_gpu(pool)).max(1);
+            PoolReport {
+                name: pool.name.clone(),
+                system: pool.system.to_string(),
+                nodes_ready: observed.nodes_ready,
+                nodes_expected: pool.expected_nodes,
+                // Allocatable counts shared slices; a person reads physical GPUs.
+                gpus_ready: (observed.gpus_allocatable / units)
+                    .min(u64::from(observed.nodes_ready) * per_node),
+                gpus_expected: u64::from(pool.expected_nodes) * per_node,
+            }
+        })
+        .collect();
+    let tiers = factory
+        .spec
+        .storage_tiers
+        .iter()
+        .map(|tier| TierReport {
+            name: tier.name.clone(),
+            role: json_name(&tier.role),
+            storage_class: format!("{name}-{}", tier.name),
+            capacity: tier.capacity.0.clone(),
+        })
+        .collect();
+    let mut members: Vec<&Workspace> = workspaces
+        .iter()
+        .filter(|w| w.spec.factory == name)
+        .collect();
+    members.sort_by_key(|w| w.name_any());
+    let workspaces = members
+        .into_iter()
+        .map(|ws| workspace_report(ws, environments))
+        .collect();
+    FactoryReport {
+        site: factory.spec.site.name.clone(),
+        country: factory.spec.site.country.clone(),
+        tier: json_name(&factory.spec.site.tier),
+        ready: ready(factory.status.as_ref().map(|s| s.conditions.as_slice())),
+        gpus_ready: status.gpus_ready,
+        gpus_expected: pools.iter().map(|p| p.gpus_expected).sum(),
+        pools,
+        tiers,
+        workspaces,
+        name,
+    }
+}
+
+fn workspace_report(ws: &Workspace, environments: &[JupyterEnvironment]) -> WorkspaceReport {
+    let status = ws.status.clone().unwrap_or_default();
+    let mut notebooks: Vec<&JupyterEnvironment> = environments
+        .iter()
+        .filter(|e| e.namespace().as_deref() == Some(ws.spec.namespace.as_str()))
+        .collect();
+    notebooks.sort_by_key(|e| e.name_any());
+    WorkspaceReport {
+        name: ws.name_any(),
+        tenant: ws.spec.tenant.name.clone(),
+        namespace: ws.spec.namespace.clone(),
+        ready: ready(ws.status.as_ref().map(|s| s.conditions.as_slice())),
+        gpus_used: status.gpus_used,
+        gpus_granted: ws.spec.gpu_quota.iter().map(|q| u64::from(q.gpus)).sum(),
+        quota: status.quota,
+        environments: notebooks
+            .into_iter()
+            .map(|env| {
+                let status = env.status.clone().unwrap_or_default();
+                EnvironmentReport {
+                    name: env.name_any(),
+                    image: env.spec.image.clone(),
+                    pool: env.spec.profile.pool.clone(),
+                    gpus: env.spec.profile.gpus,
+                    phase: status.phase.unwrap_or_else(|| UNKNOWN.to_owned()),
+                    url: status.url,
+                }
+            })
+            .collect(),
+    }
+}
+
+/// The report as tables a person reads.
+pub fn text(report: &Report) -> String {
+    let mut out = String::new();
+    if report.factories.is_empty() {
+        out.push_str("no Factory found\n");
+    }
+    for f in &report.factories {
+        let _ = writeln!(
+            out,
+            "Factory {} (site {}, {}, {}): Ready {}, {} of {} GPUs ready\n",
+            f.name, f.site, f.country, f.tier, f.ready, f.gpus_ready, f.gpus_expected
+        );
+        let pools: Vec<Vec<String>> = f
+            .pools
+            .iter()
+            .map(|p| {
+                vec![
+                    p.name.clone(),
+                    p.system.clone(),
+                    format!("{}/{}", p.nodes_ready, p.nodes_expected),
+                    format!("{}/{}", p.gpus_ready, p.gpus_expected),
+                ]
+            })
+            .collect();
+        table(
+            &mut out,
+            "GPU pools",
+            &["POOL", "SYSTEM", "NODES READY", "GPUS READY"],
+            &pools,
+        );
+        let tiers: Vec<Vec<String>> = f
+            .tiers
+            .iter()
+            .map(|t| {
+                vec![
+                    t.name.clone(),
+                    t.role.clone(),
+                    t.storage_class.clone(),
+                    t.capacity.clone(),
+                ]
+            })
+            .collect();
+        table(
+            &mut out,
+            "Storage tiers",
+            &["TIER", "ROLE", "STORAGECLASS", "CAPACITY"],
+            &tiers,
+        );
+        let workspaces: Vec<Vec<String>> = f
+            .workspaces
+            .iter()
+            .map(|w| {
+                let storage: Vec<String> = w
+                    .quota
+                    .iter()
+                    .filter_map(|q| {
+                        let class = q
+                            .resource
+                            .strip_suffix(".storageclass.storage.k8s.io/requests.storage")?;
+                        Some(format!("{class} {}/{}", q.used, q.granted))
+                    })
+                    .collect();
+                vec![
+                    w.name.clone(),
+                    w.tenant.clone(),
+                    w.namespace.clone(),
+                    format!("{}/{}", w.gpus_used, w.gpus_granted),
+                    if storage.is_empty() {
+                        "-".to_owned()
+                    } else {
+                        storage.join(", ")
+                    },
+                    w.ready.clone(),
+                ]
+            })
+            .collect();
+        table(
+            &mut out,
+            "Workspaces",
+            &[
+                "WORKSPACE",
+                "TENANT",
+                "NAMESPACE",
+                "GPUS USED",
+                "STORAGE USED",
+                "READY",
+            ],
+            &workspaces,
+        );
+        let environments: Vec<Vec<String>> = f
+            .workspaces
+            .iter()
+            .flat_map(|w| {
+                w.environments.iter().map(|e| {
+                    vec![
+                        e.name.clone(),
+                        w.name.clone(),
+                        e.image.clone(),
+                        e.pool.clone(),
+                        e.gpus.to_string(),
+                        e.phase.clone(),
+                        e.url.clone().unwrap_or_else(|| "-".to_owned()),
+                    ]
+                })
+            })
+            .collect();
+        table(
+            &mut out,
+            "Jupyter environments",
+            &[
+                "ENVIRONMENT",
+                "WORKSPACE",
+                "IMAGE",
+                "POOL",
+                "GPUS",
+                "PHASE",
+                "URL",
+            ],
+            &environments,
+        );
+    }
+    out
+}
+
+async fn fetch(
+    only: Option<&str>,
+) -> anyhow::Result<(Vec<Factory>, Vec<Workspace>, Vec<JupyterEnvironment>)> {
+    let client = Client::try_default()
+        .await
+        .context("no cluster: set KUBECONFIG or a current kubeconfig context")?;
+    let params = ListParams::default();
+    let factories = Api::<Factory>::all(client.clone())
+        .list(&params)
+        .await
+        .context("listing Factories (are the fabbrica CRDs installed? `fabbrica crds | kubectl apply --server-side -f -`)")?
+        .items;
+    if let Some(name) = only
+        && !factories.iter().any(|f| f.name_any() == name)
+    {
+        let names: Vec<String> = factories.iter().map(ResourceExt::name_any).collect();
+        let valid = if names.is_empty() {
+            "the cluster has none".to_owned()
+        } else {
+            format!("valid: {}", names.join(", "))
+        };
+        anyhow::bail!("no Factory named {name:?} (--factory); {valid}");
+    }
+    let workspaces = Api::<Workspace>::all(client.clone())
+        .list(&params)
+        .await
+        .context("listing Workspaces")?
+        .items;
+    let environments = Api::<JupyterEnvironment>::all(client)
+        .list(&params)
+        .await
+        .context("listing JupyterEnvironments")?
+        .items;
+    Ok((factories, workspaces, environments))
+}
+
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let only = args.factory.as_deref();
+    let (factories, workspaces, environments) = runtime.block_on(fetch(only))?;
+    let report = report(&factories, &workspaces, &environments, only);
+    match args.output {
+        Output::Text => print!("{}", text(&report)),
+        Output::Json => println!("{}", serde_json::to_string_pretty(&report)?),
+        Output::Yaml => print!("{}", serde_saphyr::to_string(&report)?),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CLUSTER: &str = r#"
+factories:
+  - apiVersion: fabbrica.io/v1alpha1
+    kind: Factory
+    metadata: {name: it4lia}
+    spec:
+      site: {name: it4lia, country: IT, tier: aiFactory}
+      gpuPools:
+        - name: training
+          nodeSelector: {role: training}
+          system: dgx-h100
+          expectedNodes: 4
+        - name: interactive
+          nodeSelector: {role: interactive}
+          system: dgx-h100
+          expectedNodes: 2
+          sharing: {mig: {profile: 1g.10gb}}
+      fabric: {type: infiniband, railsPerNode: 8, linkSpeed: 400G, topology: {source: nodeOrder}}
+      storageTiers:
+        - {name: project, role: project, provisioner: lustre.csi.hpe.com, capacity: 2Pi}
+    status:
+      conditions:
+        - {type: Ready, status: "False", reason: NodesNotReady, message: "", lastTransitionTime: "2025-01-01T00:00:00Z"}
+      gpusReady: 16
+      gpusExpected: 48
+      pools:
+        - {name: training, nodesMatched: 2, nodesReady: 2, nodesExpected: 4, gpusAllocatable: 16}
+        - {name: interactive, nodesMatched: 1, nodesReady: 0, nodesExpected: 2, gpusAllocatable: 0}
+  - apiVersion: fabbrica.io/v1alpha1
+    kind: Factory
+    metadata: {name: other}
+    spec:
+      site: {name: other, country: DE, tier: aiFactory}
+      gpuPools:
+        - {name: p, nodeSelector: {a: b}, system: dgx-b200, expectedNodes: 1}
+      fabric: {type: roce, railsPerNode: 8, linkSpeed: 400G, topology: {source: nodeOrder}}
+workspaces:
+  - apiVersion: fabbrica.io/v1alpha1
+    kind: Workspace
+    metadata: {name: aurora}
+    spec:
+      factory: it4lia
+      tenant: {name: Aurora Robotics, kind: startup}
+      namespace: ws-aurora
+      gpuQuota: [{pool: interactive, gpus: 4}, {pool: training, gpus: 8}]
+      storageQuota: [{tier: project, capacity: 50Ti}]
+    status:
+      conditions:
+        - {type: Ready, status: "True", reason: AllReady, message: "", lastTransitionTime: "2025-01-01T00:00:00Z"}
+      gpusUsed: 1
+      gpusGranted: 12
+      quota:
+        - {resource: requests.nvidia.com/gpu, used: "1", granted: "12"}
+        - {resource: it4lia-project.storageclass.storage.k8s.io/requests.storage, used: 100Gi, granted: 50Ti}
+environments:
+  - apiVersion: fabbrica.io/v1alpha1
+    kind: JupyterEnvironment
+    metadata: {name: giulia, namespace: ws-aurora}
+    spec:
+      image: pytorch
+      profile: {pool: interactive, gpus: 1, cpu: "4", memory: 32Gi}
+      home: {tier: project, size: 100Gi}
+    status:
+      phase: Running
+      url: http://giulia.ws-aurora.svc:8888
+  - apiVersion: fabbrica.io/v1alpha1
+    kind: JupyterEnvironment
+    metadata: {name: elsewhere, namespace: not-a-workspace}
+    spec:
+      image: pytorch
+      profile: {pool: interactive, gpus: 1, cpu: "4", memory: 32Gi}
+      home: {tier: project, size: 100Gi}
+"#;
+
+    #[derive(serde::Deserialize)]
+    struct Cluster {
+        factories: Vec<Factory>,
+        workspaces: Vec<Workspace>,
+        environments: Vec<JupyterEnvironment>,
+    }
+
+    fn cluster_report(only: Option<&str>) -> Report {
+        let cluster: Cluster = serde_saphyr::from_str(CLUSTER).expect("fixture parses");
+        report(
+            &cluster.factories,
+            &cluster.workspaces,
+            &cluster.environments,
+            only,
+        )
+    }
+
+    #[test]
+    fn report_counts_physical_gpus_and_groups_environments_by_workspace() {
+        let report = cluster_report(Some("it4lia"));
+        assert_eq!(report.factories.len(), 1);
+        let f = &report.factories[0];
+        assert_eq!(
+            (f.gpus_ready, f.gpus_expected, f.ready.as_str()),
+            (16, 48, "False")
+        );
+        assert_eq!((f.pools[0].gpus_ready, f.pools[0].gpus_expected), (16, 32));
+        assert_eq!(f.tiers[0].storage_class, "it4lia-project");
+        let ws = &f.workspaces[0];
+        assert_eq!((ws.gpus_used, ws.gpus_granted), (1, 12));
+        let names: Vec<_> = ws.environments.iter().map(|e| e.name.as_str()).collect();
+        assert_eq!(
+            names,
+            ["giulia"],
+            "environments outside the workspace's namespace are not its own"
+        );
+        assert_eq!(cluster_report(None).factories.len(), 2);
+    }
+
+    #[test]
+    fn text_snapshot() {
+        insta::assert_snapshot!(text(&cluster_report(Some("it4lia"))));
+    }
+
+    #[test]
+    fn json_snapshot() {
+        insta::assert_snapshot!(
+            serde_json::to_string_pretty(&cluster_report(Some("it4lia"))).unwrap()
+        );
+    }
+}

@@ -1,0 +1,286 @@
+//! Writes: children by server-side apply (only when they differ), stale children deleted, Nodes
+//! labelled and tainted. Every write is counted in the `api_writes` metric.
+
+use std::collections::BTreeMap;
+use std::fmt::Debug;
+
+use fabbrica_crds::labels;
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::{ConfigMap, Node};
+use k8s_openapi::api::storage::v1::StorageClass;
+use kube::api::{DeleteParams, DynamicObject, ListParams, Patch, PatchParams};
+use kube::discovery::{self, Scope};
+use kube::{Api, Resource, ResourceExt};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+use super::Context;
+use super::build::{self, NodeChange, plan_node};
+use super::placement::Assignment;
+use super::status::Observed;
+use super::validate::ValidatedFactory;
+use crate::nodes::{NodeFacts, NodeMeta};
+use crate::{Error, FIELD_MANAGER, Result};
+
+/// The Multus API group.
+pub const MULTUS_GROUP: &str = "k8s.cni.cncf.io";
+
+/// Whether every field of `desired` is in `existing` with the same value (the API server adds
+/// defaults and metadata; lists must match element by element).
+pub fn contains(existing: &Value, desired: &Value) -> bool {
+    match (existing, desired) {
+        (Value::Object(e), Value::Object(d)) => d
+            .iter()
+            .all(|(k, v)| e.get(k).is_some_and(|ev| contains(ev, v))),
+        (Value::Array(e), Value::Array(d)) => {
+            e.len() == d.len() && e.iter().zip(d).all(|(a, b)| contains(a, b))
+        }
+        _ => existing == desired,
+    }
+}
+
+/// [`contains`], except that the top-level `exact` fields (maps fabbrica alone writes, such as a
+/// ConfigMap's `data`) must be equal, so that a key dropped from the declaration is noticed.
+pub fn matches(existing: &Value, desired: &Value, exact: &[&str]) -> bool {
+    contains(existing, desired) && exact.iter().all(|f| existing.get(f) == desired.get(f))
+}
+
+/// The selector of a Factory's children.
+pub fn child_selector(factory: &str) -> String {
+    format!(
+        "{}={factory},{}={}",
+        labels::FACTORY,
+        labels::MANAGED_BY,
+        labels::MANAGER
+    )
+}
+
+fn patch_params() -> PatchParams {
+    PatchParams::apply(FIELD_MANAGER).force()
+}
+
+/// Applies the desired objects that differ from what exists and deletes the Factory's children of
+/// this kind that are no longer desired. `recreate` says when a difference is in an immutable field.
+async fn sync_kind<K>(
+    ctx: &Context,
+    api: &Api<K>,
+    kind: &str,
+    factory: &str,
+    desired: Vec<K>,
+    exact: &[&str],
+    recreate: fn(&Value, &Value) -> bool,
+) -> Result<()>
+where
+    K: Resource + Clone + Serialize + DeserializeOwned + Debug,
+{
+    let existing: BTreeMap<String, K> = api
+        .list(&ListParams::default().labels(&child_selector(factory)))
+        .await?
+        .items
+        .into_iter()
+        .map(|o| (o.name_any(), o))
+        .collect();
+    for object in &desired {
+        let name = object.name_any();
+        let want = serde_json::to_value(object)?;
+        if let Some(current) = existing.get(&name) {
+            let have = serde_json::to_value(current)?;
+            if matches(&have, &want, exact) {
+                continue;
+            }
+            if recreate(&have, &want) {
+                tracing::info!(kind, %name, "an immutable field changed; recreating");
+                api.delete(&name, &DeleteParams::default()).await?;
+                ctx.metrics.write(kind, "delete");
+            }
+        }
+        api.patch(&name, &patch_params(), &Patch::Apply(&want))
+            .await?;
+        ctx.metrics.write(kind, "apply");
+    }
+    let wanted: Vec<String> = desired.iter().map(ResourceExt::name_any).collect();
+    for name in existing.keys().filter(|n| !wanted.contains(n)) {
+        tracing::info!(kind, %name, "no longer declared; deleting");
+        match api.delete(name, &DeleteParams::default()).await {
+            Ok(_) => ctx.metrics.write(kind, "delete"),
+            Err(kube::Error::Api(status)) if status.code == 404 => {}
+            Err(err) => return Err(err.into()),
+        }
+    }
+    Ok(())
+}
+
+fn storage_class_immutable(have: &Value, want: &Value) -> bool {
+    [
+        "provisioner",
+        "parameters",
+        "reclaimPolicy",
+        "volumeBindingMode",
+    ]
+    .iter()
+    .any(|f| want.get(f).is_some_and(|w| have.get(f) != Some(w)))
+}
+
+fn never(_: &Value, _: &Value) -> bool {
+    false
+}
+
+/// Applies StorageClasses, ConfigMaps and (where Multus is served) NetworkAttachmentDefinitions.
+pub async fn apply_children(
+    ctx: &Context,
+    factory: &ValidatedFactory,
+    assignment: &Assignment,
+) -> Result<Observed> {
+    let client = &ctx.client;
+    let settings = &ctx.settings;
+    let classes = factory
+        .spec
+        .storage_tiers
+        .iter()
+        .map(|t| build::build_storage_class(factory, t))
+        .collect();
+    sync_kind(
+        ctx,
+        &Api::<StorageClass>::all(client.clone()),
+        "storageclass",
+        &factory.name,
+        classes,
+        &["parameters"],
+        storage_class_immutable,
+    )
+    .await?;
+    let device_plugin =
+        build::build_device_plugin_config_map(factory, &settings.gpu_operator_namespace);
+    let topology = build::build_topology_config_map(factory, assignment, &settings.namespace);
+    let topology_name = format!("{}/{}", settings.namespace, topology.name_any());
+    let mut by_namespace: BTreeMap<String, Vec<ConfigMap>> = BTreeMap::new();
+    by_namespace
+        .entry(settings.gpu_operator_namespace.clone())
+        .or_default()
+        .push(device_plugin);
+    by_namespace
+        .entry(settings.namespace.clone())
+        .or_default()
+        .push(topology);
+    for (namespace, maps) in by_namespace {
+        let api = Api::<ConfigMap>::namespaced(client.clone(), &namespace);
+        sync_kind(
+            ctx,
+            &api,
+            "configmap",
+            &factory.name,
+            maps,
+            &["data"],
+            never,
+        )
+        .await?;
+    }
+    let multus = match discovery::group(client, MULTUS_GROUP).await {
+        Ok(group) => group
+            .recommended_resources()
+            .into_iter()
+            .find(|(r, _)| r.kind == "NetworkAttachmentDefinition")
+            .filter(|(_, caps)| caps.scope == Scope::Namespaced)
+            .map(|(r, _)| r),
+        Err(_) => None,
+    };
+    if let Some(resource) = &multus {
+        let api =
+            Api::<DynamicObject>::namespaced_with(client.clone(), &settings.namespace, resource);
+        let desired = build::build_network_attachments(factory, &settings.namespace)
+            .into_iter()
+            .map(serde_json::from_value)
+            .collect::<Result<Vec<DynamicObject>, _>>()?;
+        sync_kind(
+            ctx,
+            &api,
+            "networkattachmentdefinition",
+            &factory.name,
+            desired,
+            &["spec"],
+            never,
+        )
+        .await?;
+    }
+    Ok(Observed {
+        multus: multus.is_some(),
+        topology_config_map: topology_name,
+    })
+}
+
+async fn write_node(ctx: &Context, api: &Api<Node>, name: &str, body: &Value) -> Result<()> {
+    match api.patch(name, &patch_params(), &Patch::Apply(body)).await {
+        Ok(_) => {
+            ctx.metrics.write("node", "apply");
+            Ok(())
+        }
+        Err(kube::Error::Api(status)) if status.code == 409 => {
+            Err(Error::NodeConflict(name.to_owned()))
+        }
+        Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
+        Err(err) => Err(err.into()),
+    }
+}
+
+async fn sync_node(
+    ctx: &Context,
+    name: String,
+    change: NodeChange,
+    desired: Option<&super::placement::DesiredNode>,
+) -> Result<()> {
+    let api = Api::<Node>::all(ctx.client.clone());
+    match change {
+        NodeChange::None => Ok(()),
+        NodeChange::Apply(body) => write_node(ctx, &api, &name, &body).await,
+        NodeChange::NeedsFacts => {
+            // A Node fabbrica does not manage yet is outside the facts watch: read it once.
+            let Some(node) = api.get_opt(&name).await? else {
+                return Ok(());
+            };
+            let meta = NodeMeta::from_meta(&node.metadata);
+            match plan_node(&name, desired, &meta, Some(&NodeFacts::from_node(&node))) {
+                NodeChange::Apply(body) => write_node(ctx, &api, &name, &body).await,
+                _ => Ok(()),
+            }
+        }
+    }
+}
+
+/// Labels and taints the Factory's Nodes and releases those it no longer claims.
+pub async fn apply_nodes(
+    ctx: &Context,
+    assignment: &Assignment,
+    metas: &std::collections::HashMap<String, NodeMeta>,
+) -> Result<()> {
+    let targets: Vec<&String> = assignment
+        .desired
+        .keys()
+        .chain(&assignment.release)
+        .collect();
+    let facts = ctx.nodes.facts_of(targets.iter().copied());
+    let changes: Vec<(String, NodeChange)> = targets
+        .into_iter()
+        .filter_map(|name| {
+            let meta = metas.get(name)?;
+            let change = plan_node(name, assignment.desired.get(name), meta, facts.get(name));
+            (change != NodeChange::None).then(|| (name.clone(), change))
+        })
+        .collect();
+    if changes.is_empty() {
+        return Ok(());
+    }
+    tracing::info!(nodes = changes.len(), "updating node labels and taints");
+    futures::stream::iter(changes)
+        .map(|(name, change)| {
+            let desired = assignment.desired.get(&name);
+            async move { sync_node(ctx, name, change, desired).await }
+        })
+        .buffer_unordered(ctx.settings.node_concurrency)
+        // Every write is attempted; the first failure is reported and the reconcile retries.
+        .collect::<Vec<Result<()>>>()
+        .await
+        .into_iter()
+        .collect::<Result<Vec<()>>>()?;
+    Ok(())
+}

@@ -1,0 +1,328 @@
+//! The desired children of a Factory and the desired state of its Nodes. Pure: no client, no clock.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use fabbrica_crds::labels;
+use fabbrica_crds::v1alpha1::{FabricType, GpuPool, StorageTier};
+use k8s_openapi::api::core::v1::{ConfigMap, Taint};
+use k8s_openapi::api::storage::v1::StorageClass;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use serde_json::{Value, json};
+
+use super::placement::{Assignment, DesiredNode, fabric_tree};
+use super::validate::ValidatedFactory;
+use crate::nodes::{NodeFacts, NodeMeta, TAINTS_ANNOTATION};
+
+/// The topology ConfigMap's key holding JSON.
+pub const TOPOLOGY_JSON: &str = "topology.json";
+/// The topology ConfigMap's key holding Slurm's `topology.conf` (tree plugin).
+pub const TOPOLOGY_CONF: &str = "topology.conf";
+
+/// Labels every child carries: the Factory and the managed-by marker.
+pub fn child_labels(factory: &ValidatedFactory) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        (labels::FACTORY.to_owned(), factory.name.clone()),
+        (labels::MANAGED_BY.to_owned(), labels::MANAGER.to_owned()),
+    ])
+}
+
+fn meta(
+    factory: &ValidatedFactory,
+    name: String,
+    namespace: Option<&str>,
+    extra: &[(&str, &str)],
+) -> ObjectMeta {
+    let mut labels = child_labels(factory);
+    labels.extend(
+        extra
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
+    );
+    ObjectMeta {
+        name: Some(name),
+        namespace: namespace.map(str::to_owned),
+        labels: Some(labels),
+        owner_references: Some(vec![factory.owner.clone()]),
+        ..ObjectMeta::default()
+    }
+}
+
+/// The StorageClass of a tier: `<factory>-<tier>`.
+pub fn storage_class_name(factory: &str, tier: &str) -> String {
+    format!("{factory}-{tier}")
+}
+
+/// One StorageClass per tier, labelled with factory and tier.
+pub fn build_storage_class(factory: &ValidatedFactory, tier: &StorageTier) -> StorageClass {
+    StorageClass {
+        metadata: meta(
+            factory,
+            storage_class_name(&factory.name, &tier.name),
+            None,
+            &[(labels::TIER, &tier.name)],
+        ),
+        provisioner: tier.provisioner.clone(),
+        parameters: (!tier.parameters.is_empty()).then(|| tier.parameters.clone()),
+        reclaim_policy: Some(tier.reclaim_policy.as_str().to_owned()),
+        volume_binding_mode: Some("WaitForFirstConsumer".to_owned()),
+        allow_volume_expansion: Some(true),
+        ..StorageClass::default()
+    }
+}
+
+/// The NVIDIA device-plugin configuration of one pool, as the GPU Operator reads it.
+pub fn device_plugin_config(pool: &GpuPool) -> Value {
+    let sharing = pool.sharing.as_ref();
+    let mig = sharing.and_then(|s| s.mig.as_ref()).is_some();
+    let mut config = json!({
+        "version": "v1",
+        "flags": {"migStrategy": if mig { "single" } else { "none" }},
+    });
+    if let Some(ts) = sharing.and_then(|s| s.time_slicing.as_ref()) {
+        config["sharing"] = json!({
+            "timeSlicing": {"resources": [{"name": labels::GPU_RESOURCE, "replicas": ts.replicas}]}
+        });
+    }
+    config
+}
+
+/// The device-plugin ConfigMap: one entry per pool, named like the pool; Nodes select theirs with
+/// the `nvidia.com/device-plugin.config` label.
+pub fn build_device_plugin_config_map(factory: &ValidatedFactory, namespace: &str) -> ConfigMap {
+    let data = factory
+        .spec
+        .gpu_pools
+        .iter()
+        .map(|pool| {
+            let yaml = serde_saphyr::to_string(&device_plugin_config(pool)).unwrap_or_default();
+            (pool.name.clone(), yaml)
+        })
+        .collect();
+    ConfigMap {
+        metadata: meta(
+            factory,
+            format!("{}-device-plugin", factory.name),
+            Some(namespace),
+            &[],
+        ),
+        data: Some(data),
+        ..ConfigMap::default()
+    }
+}
+
+/// The fabric topology as JSON and as Slurm `topology.conf`.
+pub fn build_topology_config_map(
+    factory: &ValidatedFactory,
+    assignment: &Assignment,
+    namespace: &str,
+) -> ConfigMap {
+    let fabric = &factory.spec.fabric;
+    let tree = fabric_tree(assignment);
+    let rails: Vec<u32> = (0..fabric.rails_per_node).collect();
+    let units: Vec<Value> = tree
+        .iter()
+        .map(|(unit, groups)| {
+            let groups: Vec<Value> = groups
+                .iter()
+                .map(|(group, nodes)| {
+                    let switches: Vec<String> =
+                        rails.iter().map(|r| format!("{group}-rail{r}")).collect();
+                    json!({"name": group, "leafSwitches": switches, "nodes": nodes})
+                })
+                .collect();
+            json!({"name": unit, "leafGroups": groups})
+        })
+        .collect();
+    let document = json!({
+        "factory": factory.name,
+        "fabric": {
+            "type": match fabric.type_ { FabricType::Infiniband => "infiniband", FabricType::Roce => "roce" },
+            "railsPerNode": fabric.rails_per_node,
+            "linkSpeedGbps": fabric.link_speed.gbps(),
+        },
+        "scalableUnits": units,
+        "unplacedNodes": assignment.unplaced,
+    });
+    let mut conf = format!(
+        "# Slurm tree topology of Factory {}, written by fabbrica-operator. Each leaf group is one leaf\n# switch per rail; Slurm sees a group as one switch because every node reaches every rail leaf.\n",
+        factory.name
+    );
+    for (unit, groups) in &tree {
+        for (group, nodes) in groups {
+            conf.push_str(&format!("SwitchName={group} Nodes={}\n", nodes.join(",")));
+        }
+        let names: Vec<&str> = groups.keys().copied().collect();
+        conf.push_str(&format!("SwitchName={unit} Switches={}\n", names.join(",")));
+    }
+    if !tree.is_empty() {
+        let names: Vec<&str> = tree.keys().copied().collect();
+        conf.push_str(&format!(
+            "SwitchName={}-spine Switches={}\n",
+            factory.name,
+            names.join(",")
+        ));
+    }
+    ConfigMap {
+        metadata: meta(
+            factory,
+            format!("{}-topology", factory.name),
+            Some(namespace),
+            &[],
+        ),
+        data: Some(BTreeMap::from([
+            (
+                TOPOLOGY_JSON.to_owned(),
+                serde_json::to_string_pretty(&document).unwrap_or_default(),
+            ),
+            (TOPOLOGY_CONF.to_owned(), conf),
+        ])),
+        ..ConfigMap::default()
+    }
+}
+
+/// One Multus NetworkAttachmentDefinition per rail (`<factory>-rail<N>`), as JSON for a dynamic apply.
+pub fn build_network_attachments(factory: &ValidatedFactory, namespace: &str) -> Vec<Value> {
+    let fabric = &factory.spec.fabric;
+    let cni = match fabric.type_ {
+        FabricType::Infiniband => "ib-sriov",
+        FabricType::Roce => "sriov",
+    };
+    (0..fabric.rails_per_node)
+        .map(|rail| {
+            let name = format!("{}-rail{rail}", factory.name);
+            let config = json!({
+                "cniVersion": "0.3.1",
+                "name": name,
+                "type": cni,
+                "ipam": {"type": "whereabouts", "range": format!("10.{}.0.0/16", 200 + rail)},
+            });
+            let metadata = meta(factory, name.clone(), Some(namespace), &[]);
+            let mut metadata = serde_json::to_value(metadata).unwrap_or_default();
+            metadata["annotations"] =
+                json!({"k8s.v1.cni.cncf.io/resourceName": format!("nvidia.com/rail{rail}")});
+            json!({
+                "apiVersion": "k8s.cni.cncf.io/v1",
+                "kind": "NetworkAttachmentDefinition",
+                "metadata": metadata,
+                "spec": {"config": config.to_string()},
+            })
+        })
+        .collect()
+}
+
+/// Taints as recorded in [`TAINTS_ANNOTATION`]: `key=value:Effect`, sorted, comma-separated.
+pub fn taint_record(taints: &[Taint]) -> String {
+    let mut items: Vec<String> = taints
+        .iter()
+        .map(|t| {
+            format!(
+                "{}={}:{}",
+                t.key,
+                t.value.as_deref().unwrap_or(""),
+                t.effect
+            )
+        })
+        .collect();
+    items.sort();
+    items.join(",")
+}
+
+/// The (key, effect) pairs of a taint record.
+pub fn parse_taint_record(record: &str) -> BTreeSet<(String, String)> {
+    record
+        .split(',')
+        .filter(|item| !item.is_empty())
+        .filter_map(|item| {
+            let (key_value, effect) = item.rsplit_once(':')?;
+            let key = key_value.split_once('=').map_or(key_value, |(k, _)| k);
+            Some((key.to_owned(), effect.to_owned()))
+        })
+        .collect()
+}
+
+fn same_taint(a: &Taint, b: &Taint) -> bool {
+    a.key == b.key
+        && a.effect == b.effect
+        && a.value.as_deref().unwrap_or("") == b.value.as_deref().unwrap_or("")
+}
+
+/// What a Node needs from fabbrica.
+#[derive(Clone, Debug, PartialEq)]
+pub enum NodeChange {
+    /// It is as desired.
+    None,
+    /// Its taints must be rewritten but its current taints are not known; read it, then plan again.
+    NeedsFacts,
+    /// Apply this body (server-side apply, forced, with a resourceVersion precondition when it
+    /// carries taints).
+    Apply(Value),
+}
+
+/// Plans one Node: labels by server-side apply, taints by rewriting the atomic `spec.taints` list.
+///
+/// `spec.taints` is an atomic list, so whoever applies it owns all of it. fabbrica therefore applies
+/// the whole list, built from the Node's current taints minus the ones it recorded as its own plus
+/// the desired ones, under the resourceVersion it read them at (a concurrent change makes the write
+/// fail and the reconcile retry). Once fabbrica owns the list it always sends it, because an apply
+/// that left it out would delete every taint on the Node.
+pub fn plan_node(
+    name: &str,
+    desired: Option<&DesiredNode>,
+    meta: &NodeMeta,
+    facts: Option<&NodeFacts>,
+) -> NodeChange {
+    let empty = DesiredNode::default();
+    let desired = desired.unwrap_or(&empty);
+    let labels_in_sync = meta.owned_labels.iter().eq(desired.labels.keys())
+        && desired
+            .labels
+            .iter()
+            .all(|(k, v)| meta.labels.get(k) == Some(v));
+    let record = (!desired.taints.is_empty()).then(|| taint_record(&desired.taints));
+    let record_in_sync = meta.taint_record == record && meta.owns_taint_record == record.is_some();
+    let taints_present = match facts {
+        _ if desired.taints.is_empty() => true,
+        Some(facts) => desired
+            .taints
+            .iter()
+            .all(|d| facts.taints.iter().any(|t| same_taint(t, d))),
+        None => false,
+    };
+    if labels_in_sync && record_in_sync && taints_present {
+        return NodeChange::None;
+    }
+    let mut metadata = json!({"name": name, "labels": desired.labels});
+    if let Some(record) = &record {
+        metadata["annotations"] = json!({TAINTS_ANNOTATION: record});
+    }
+    let mut body = json!({"apiVersion": "v1", "kind": "Node", "metadata": metadata});
+    let previous = meta
+        .taint_record
+        .as_deref()
+        .map(parse_taint_record)
+        .unwrap_or_default();
+    if meta.owns_taints || !desired.taints.is_empty() || !previous.is_empty() {
+        let Some(facts) = facts else {
+            return NodeChange::NeedsFacts;
+        };
+        let replaced: BTreeSet<(String, String)> = desired
+            .taints
+            .iter()
+            .map(|t| (t.key.clone(), t.effect.clone()))
+            .chain(previous)
+            .collect();
+        let mut taints: Vec<Taint> = facts
+            .taints
+            .iter()
+            .filter(|t| !replaced.contains(&(t.key.clone(), t.effect.clone())))
+            .cloned()
+            .collect();
+        taints.extend(desired.taints.iter().cloned());
+        body["metadata"]["resourceVersion"] = json!(facts.resource_version);
+        body["spec"] = json!({"taints": taints});
+    }
+    NodeChange::Apply(body)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,191 @@
+use std::collections::{BTreeMap, HashMap};
+
+use fabbrica_crds::labels;
+use fabbrica_crds::v1alpha1::Factory;
+use k8s_openapi::api::core::v1::Taint;
+
+use super::*;
+use crate::factory::placement::assign;
+use crate::factory::validate::validate;
+use crate::nodes::NodeMeta;
+
+fn factory() -> ValidatedFactory {
+    let factory: Factory =
+        serde_saphyr::from_str(include_str!("../../../tests/fixtures/factory.yaml")).unwrap();
+    validate(&factory).unwrap()
+}
+
+fn node(gpu: &str) -> NodeMeta {
+    NodeMeta {
+        labels: BTreeMap::from([("gpu".to_owned(), gpu.to_owned())]),
+        ..NodeMeta::default()
+    }
+}
+
+fn nodes() -> HashMap<String, NodeMeta> {
+    HashMap::from([
+        ("a1".to_owned(), node("h100")),
+        ("a2".to_owned(), node("h100")),
+        ("b1".to_owned(), node("b200")),
+        ("b2".to_owned(), node("b200")),
+        ("cpu".to_owned(), node("none")),
+    ])
+}
+
+#[test]
+fn pools_select_nodes_and_unlisted_nodes_are_unplaced() {
+    let assignment = assign(&factory(), &nodes());
+    assert_eq!(assignment.members["h100"], ["a1", "a2"]);
+    assert_eq!(assignment.members["b200"], ["b1", "b2"]);
+    assert_eq!(assignment.unplaced, ["b2"]);
+    let a1 = &assignment.desired["a1"];
+    assert_eq!(a1.labels[labels::MIG_CONFIG], "all-1g.10gb");
+    assert_eq!(a1.labels[labels::SCALABLE_UNIT], "su01");
+    assert_eq!(a1.labels[labels::LEAF_GROUP], "su01-lg0");
+    assert_eq!(a1.labels[labels::RAILS], "8");
+    assert_eq!(
+        assignment.desired["b1"].labels[labels::MIG_CONFIG],
+        "all-disabled"
+    );
+}
+
+#[test]
+fn a_node_matching_two_pools_is_reported_not_labelled() {
+    let mut nodes = nodes();
+    nodes.insert(
+        "both".into(),
+        NodeMeta {
+            labels: BTreeMap::from([("gpu".to_owned(), "h100".to_owned())]),
+            ..node("x")
+        },
+    );
+    let mut factory = factory();
+    factory.spec.gpu_pools[1].node_selector = BTreeMap::new();
+    let assignment = assign(&factory, &nodes);
+    assert!(assignment.conflicts["h100"].contains(&"both".to_owned()));
+    assert!(!assignment.desired.contains_key("both"));
+}
+
+#[test]
+fn device_plugin_config_follows_the_gpu_operator() {
+    let cm = build_device_plugin_config_map(&factory(), "gpu-operator");
+    let data = cm.data.unwrap();
+    assert!(
+        data["h100"].contains("migStrategy: single"),
+        "{}",
+        data["h100"]
+    );
+    assert!(data["b200"].contains("replicas: 4"), "{}", data["b200"]);
+    assert!(
+        data["b200"].contains("name: nvidia.com/gpu"),
+        "{}",
+        data["b200"]
+    );
+}
+
+#[test]
+fn topology_is_json_and_slurm() {
+    let factory = factory();
+    let assignment = assign(&factory, &nodes());
+    let cm = build_topology_config_map(&factory, &assignment, "fabbrica-system");
+    let data = cm.data.unwrap();
+    assert!(
+        data[TOPOLOGY_CONF].contains("SwitchName=su01-lg0 Nodes=a1,a2,b1\n"),
+        "{}",
+        data[TOPOLOGY_CONF]
+    );
+    assert!(data[TOPOLOGY_CONF].contains("SwitchName=it4lia-spine Switches=su01\n"));
+    let json: serde_json::Value = serde_json::from_str(&data[TOPOLOGY_JSON]).unwrap();
+    assert_eq!(
+        json["scalableUnits"][0]["leafGroups"][0]["leafSwitches"]
+            .as_array()
+            .unwrap()
+            .len(),
+        8
+    );
+}
+
+#[test]
+fn storage_class_is_named_and_labelled_per_tier() {
+    let factory = factory();
+    let sc = build_storage_class(&factory, &factory.spec.storage_tiers[0]);
+    assert_eq!(sc.metadata.name.as_deref(), Some("it4lia-scratch"));
+    assert_eq!(
+        sc.metadata.labels.as_ref().unwrap()[labels::TIER],
+        "scratch"
+    );
+    assert_eq!(
+        sc.metadata.owner_references.as_ref().unwrap()[0].controller,
+        Some(true)
+    );
+}
+
+fn taint(key: &str, effect: &str) -> Taint {
+    Taint {
+        key: key.into(),
+        effect: effect.into(),
+        ..Taint::default()
+    }
+}
+
+#[test]
+fn taints_of_others_survive_and_ours_are_replaced() {
+    let factory = factory();
+    let assignment = assign(&factory, &nodes());
+    let desired = &assignment.desired["a1"];
+    let meta = NodeMeta {
+        taint_record: Some("old=:NoExecute".into()),
+        ..node("h100")
+    };
+    let facts = NodeFacts {
+        resource_version: "7".into(),
+        taints: vec![taint("theirs", "NoSchedule"), taint("old", "NoExecute")],
+        ..NodeFacts::default()
+    };
+    let NodeChange::Apply(body) = plan_node("a1", Some(desired), &meta, Some(&facts)) else {
+        panic!()
+    };
+    assert_eq!(body["metadata"]["resourceVersion"], "7");
+    let keys: Vec<&str> = body["spec"]["taints"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["key"].as_str().unwrap())
+        .collect();
+    assert_eq!(keys, ["theirs", "nvidia.com/gpu"]);
+    assert_eq!(
+        body["metadata"]["annotations"][TAINTS_ANNOTATION],
+        "nvidia.com/gpu=present:NoSchedule"
+    );
+}
+
+#[test]
+fn a_node_in_sync_needs_no_write_and_an_unknown_one_is_read_first() {
+    let factory = factory();
+    let assignment = assign(&factory, &nodes());
+    let desired = &assignment.desired["a1"];
+    let mut meta = node("h100");
+    assert_eq!(
+        plan_node("a1", Some(desired), &meta, None),
+        NodeChange::NeedsFacts
+    );
+    meta.labels.extend(desired.labels.clone());
+    meta.owned_labels = desired.labels.keys().cloned().collect();
+    meta.taint_record = Some(taint_record(&desired.taints));
+    meta.owns_taint_record = true;
+    meta.owns_taints = true;
+    let facts = NodeFacts {
+        taints: desired.taints.clone(),
+        ..NodeFacts::default()
+    };
+    assert_eq!(
+        plan_node("a1", Some(desired), &meta, Some(&facts)),
+        NodeChange::None
+    );
+    // Released: labels go, our taint goes, the list is still sent because fabbrica owns it.
+    let NodeChange::Apply(body) = plan_node("a1", None, &meta, Some(&facts)) else {
+        panic!()
+    };
+    assert_eq!(body["spec"]["taints"], serde_json::json!([]));
+    assert_eq!(body["metadata"]["labels"], serde_json::json!({}));
+}

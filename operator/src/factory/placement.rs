@@ -1,0 +1,230 @@
+//! Which Node belongs to which pool, where it sits in the fabric, and what it should carry. Pure.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use fabbrica_crds::labels;
+use fabbrica_crds::v1alpha1::{GpuPool, TopologySource};
+use k8s_openapi::api::core::v1::Taint;
+
+use super::validate::ValidatedFactory;
+use crate::nodes::NodeMeta;
+
+/// Down-links of one leaf switch per rail (a 64-port switch, half down, half up): the Nodes of one leaf group.
+pub const LEAF_DOWNLINKS: usize = 32;
+
+/// Where a Node sits in the fabric.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Placement {
+    /// Its scalable unit.
+    pub scalable_unit: String,
+    /// Its leaf group: the rail leaves it is cabled to (`<unit>-lg<N>`).
+    pub leaf_group: String,
+}
+
+/// The labels and taints a Node should carry from this Factory.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct DesiredNode {
+    /// Every label fabbrica sets on the Node, with its value.
+    pub labels: BTreeMap<String, String>,
+    /// The pool's taints.
+    pub taints: Vec<Taint>,
+}
+
+/// The result of matching the cluster's Nodes against a Factory's pools.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Assignment {
+    /// Nodes of each pool (matching it and nothing else), sorted.
+    pub members: BTreeMap<String, Vec<String>>,
+    /// Nodes matching a pool and also another pool or another Factory's Node, per pool.
+    pub conflicts: BTreeMap<String, Vec<String>>,
+    /// Fabric placement of the members that have one.
+    pub placements: BTreeMap<String, Placement>,
+    /// Members without a scalable unit (not declared, or lacking the unit label).
+    pub unplaced: Vec<String>,
+    /// What each member should carry.
+    pub desired: BTreeMap<String, DesiredNode>,
+    /// Nodes carrying this Factory's label that should not any more.
+    pub release: Vec<String>,
+}
+
+fn matches(pool: &GpuPool, node: &NodeMeta) -> bool {
+    pool.node_selector
+        .iter()
+        .all(|(k, v)| node.labels.get(k) == Some(v))
+}
+
+/// The GPU Operator's MIG layout label value for a pool.
+pub fn mig_config(pool: &GpuPool) -> String {
+    match pool.sharing.as_ref().and_then(|s| s.mig.as_ref()) {
+        Some(mig) => format!("all-{}", mig.profile),
+        None => "all-disabled".to_owned(),
+    }
+}
+
+/// The pool's taints in Kubernetes form.
+pub fn pool_taints(pool: &GpuPool) -> Vec<Taint> {
+    let mut taints: Vec<Taint> = pool
+        .taints
+        .iter()
+        .map(|t| Taint {
+            key: t.key.clone(),
+            value: t.value.clone().filter(|v| !v.is_empty()),
+            effect: t.effect.as_str().to_owned(),
+            time_added: None,
+        })
+        .collect();
+    taints.sort_by(|a, b| (&a.key, &a.effect).cmp(&(&b.key, &b.effect)));
+    taints
+}
+
+/// Matches Nodes to pools and places them in the fabric.
+pub fn assign(factory: &ValidatedFactory, nodes: &HashMap<String, NodeMeta>) -> Assignment {
+    let spec = &factory.spec;
+    let mut out = Assignment::default();
+    for pool in &spec.gpu_pools {
+        out.members.insert(pool.name.clone(), Vec::new());
+    }
+    let mut names: Vec<&String> = nodes.keys().collect();
+    names.sort();
+    let mut member_pool: BTreeMap<String, &GpuPool> = BTreeMap::new();
+    for name in names {
+        let node = &nodes[name];
+        let pools: Vec<&GpuPool> = spec.gpu_pools.iter().filter(|p| matches(p, node)).collect();
+        let claimed_elsewhere = node
+            .labels
+            .get(labels::FACTORY)
+            .is_some_and(|f| f != &factory.name);
+        match pools.as_slice() {
+            [pool] if !claimed_elsewhere => {
+                out.members
+                    .entry(pool.name.clone())
+                    .or_default()
+                    .push(name.clone());
+                member_pool.insert(name.clone(), pool);
+            }
+            [] => {}
+            several => {
+                for pool in several {
+                    out.conflicts
+                        .entry(pool.name.clone())
+                        .or_default()
+                        .push(name.clone());
+                }
+            }
+        }
+        if !member_pool.contains_key(name)
+            && node.labels.get(labels::FACTORY) == Some(&factory.name)
+        {
+            out.release.push(name.clone());
+        }
+    }
+    out.placements = place(factory, nodes, &member_pool);
+    let rails = spec.fabric.rails_per_node.to_string();
+    for (name, pool) in &member_pool {
+        let mut labels = BTreeMap::from([
+            (labels::FACTORY.to_owned(), factory.name.clone()),
+            (labels::POOL.to_owned(), pool.name.clone()),
+            (labels::DEVICE_PLUGIN_CONFIG.to_owned(), pool.name.clone()),
+            (labels::MIG_CONFIG.to_owned(), mig_config(pool)),
+            (labels::RAILS.to_owned(), rails.clone()),
+        ]);
+        match out.placements.get(name) {
+            Some(place) => {
+                labels.insert(
+                    labels::SCALABLE_UNIT.to_owned(),
+                    place.scalable_unit.clone(),
+                );
+                labels.insert(labels::LEAF_GROUP.to_owned(), place.leaf_group.clone());
+            }
+            None => out.unplaced.push(name.clone()),
+        }
+        out.desired.insert(
+            name.clone(),
+            DesiredNode {
+                labels,
+                taints: pool_taints(pool),
+            },
+        );
+    }
+    out
+}
+
+fn place(
+    factory: &ValidatedFactory,
+    nodes: &HashMap<String, NodeMeta>,
+    members: &BTreeMap<String, &GpuPool>,
+) -> BTreeMap<String, Placement> {
+    let topology = &factory.spec.fabric.topology;
+    // Each member's unit and its position in that unit.
+    let mut units: BTreeMap<String, (String, usize)> = BTreeMap::new();
+    match topology.source {
+        TopologySource::Declared => {
+            for unit in &topology.scalable_units {
+                for (i, node) in unit.nodes.iter().enumerate() {
+                    if members.contains_key(node) {
+                        units.insert(node.clone(), (unit.name.clone(), i));
+                    }
+                }
+            }
+        }
+        TopologySource::NodeOrder => {
+            let per_unit = usize::try_from(topology.nodes_per_scalable_unit.max(1)).unwrap_or(32);
+            for (i, node) in members.keys().enumerate() {
+                units.insert(
+                    node.clone(),
+                    (format!("su{:03}", i / per_unit + 1), i % per_unit),
+                );
+            }
+        }
+        TopologySource::NodeLabels => {
+            let key = topology.scalable_unit_label.as_deref().unwrap_or_default();
+            let mut rank: BTreeMap<&str, usize> = BTreeMap::new();
+            for node in members.keys() {
+                if let Some(unit) = nodes.get(node).and_then(|n| n.labels.get(key)) {
+                    let i = rank.entry(unit.as_str()).or_default();
+                    units.insert(node.clone(), (unit.clone(), *i));
+                    *i += 1;
+                }
+            }
+        }
+    }
+    units
+        .into_iter()
+        .map(|(node, (unit, i))| {
+            let leaf_group = format!("{unit}-lg{}", i / LEAF_DOWNLINKS);
+            (
+                node,
+                Placement {
+                    scalable_unit: unit,
+                    leaf_group,
+                },
+            )
+        })
+        .collect()
+}
+
+/// Scalable units, their leaf groups and their Nodes, sorted.
+pub fn fabric_tree(assignment: &Assignment) -> BTreeMap<&str, BTreeMap<&str, Vec<&str>>> {
+    let mut tree: BTreeMap<&str, BTreeMap<&str, Vec<&str>>> = BTreeMap::new();
+    for (node, place) in &assignment.placements {
+        tree.entry(place.scalable_unit.as_str())
+            .or_default()
+            .entry(place.leaf_group.as_str())
+            .or_default()
+            .push(node.as_str());
+    }
+    tree
+}
+
+/// The keys of every label fabbrica may set on a Node.
+pub fn managed_label_keys() -> BTreeSet<&'static str> {
+    BTreeSet::from([
+        labels::FACTORY,
+        labels::POOL,
+        labels::DEVICE_PLUGIN_CONFIG,
+        labels::MIG_CONFIG,
+        labels::RAILS,
+        labels::SCALABLE_UNIT,
+        labels::LEAF_GROUP,
+    ])
+}

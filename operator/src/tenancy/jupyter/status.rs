@@ -1,0 +1,116 @@
+//! The JupyterEnvironment's status. Pure.
+
+use fabbrica_crds::v1alpha1::JupyterEnvironmentStatus;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+
+use super::build::url;
+use super::validate::ValidatedEnvironment;
+use crate::tenancy::conditions::{condition, reasons, settle, types};
+
+/// The notebook has a ready replica.
+pub const RUNNING: &str = "Running";
+/// The children are applied, the notebook is starting (or cannot be scheduled yet).
+pub const PENDING: &str = "Pending";
+/// The catalog or the quota refused the environment; nothing was created for it.
+pub const REFUSED: &str = "Refused";
+
+/// The status of an admitted environment whose children were applied.
+pub fn build_status(
+    env: &ValidatedEnvironment,
+    ready_replicas: i32,
+    previous: Option<&JupyterEnvironmentStatus>,
+    now: &Time,
+) -> JupyterEnvironmentStatus {
+    let generation = env.generation;
+    let profile = &env.spec.profile;
+    let admitted = condition(
+        types::ADMITTED,
+        true,
+        reasons::PROFILE_ADMITTED,
+        format!(
+            "{} GPUs, {} CPU, {} memory on pool {} fit the catalog and the workspace's quota",
+            profile.gpus, profile.cpu.0, profile.memory.0, profile.pool
+        ),
+        generation,
+        now,
+    );
+    let volumes = 1 + env.spec.mounts.len();
+    let ready = condition(
+        types::READY,
+        true,
+        reasons::CHILDREN_APPLIED,
+        format!(
+            "StatefulSet, Service, {volumes} volume claims, token Secret and NetworkPolicy applied"
+        ),
+        generation,
+        now,
+    );
+    let running = ready_replicas > 0;
+    let running_condition = if running {
+        condition(
+            types::RUNNING,
+            true,
+            reasons::REPLICA_READY,
+            "the notebook server is ready",
+            generation,
+            now,
+        )
+    } else {
+        let message = format!(
+            "waiting for the notebook server to be scheduled on pool {} and become ready",
+            profile.pool
+        );
+        condition(
+            types::RUNNING,
+            false,
+            reasons::REPLICA_NOT_READY,
+            message,
+            generation,
+            now,
+        )
+    };
+    let conditions = vec![ready, admitted, running_condition];
+    JupyterEnvironmentStatus {
+        observed_generation: generation,
+        conditions: settle(
+            conditions,
+            previous
+                .map(|p| p.conditions.as_slice())
+                .unwrap_or_default(),
+        ),
+        phase: Some(if running { RUNNING } else { PENDING }.to_owned()),
+        url: Some(url(&env.name, &env.namespace)),
+    }
+}
+
+/// The status of an environment that was not admitted: Admitted=False and Ready=False with `reason`
+/// and `message`, in `phase`; other conditions and the URL as before.
+pub fn refused_status(
+    reason: &str,
+    message: String,
+    phase: &str,
+    generation: Option<i64>,
+    previous: Option<&JupyterEnvironmentStatus>,
+    now: &Time,
+) -> JupyterEnvironmentStatus {
+    let mut status = previous.cloned().unwrap_or_default();
+    status.observed_generation = generation;
+    status.phase = Some(phase.to_owned());
+    let changed: Vec<Condition> = vec![
+        condition(
+            types::READY,
+            false,
+            reason,
+            message.clone(),
+            generation,
+            now,
+        ),
+        condition(types::ADMITTED, false, reason, message, generation, now),
+    ];
+    let changed = settle(changed, &status.conditions);
+    status
+        .conditions
+        .retain(|c| !changed.iter().any(|n| n.type_ == c.type_));
+    status.conditions.splice(0..0, changed);
+    status
+}

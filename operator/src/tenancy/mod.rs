@@ -1,0 +1,225 @@
+//! Tenancy: the Workspace and JupyterEnvironment controllers.
+//!
+//! A Workspace becomes a namespace that is safe by default (quota, limits, default-deny network
+//! policies, members bound to `edit` in that namespace only, Kueue queues where Kueue is served);
+//! a JupyterEnvironment becomes a notebook server in that namespace. Both reconcile as a pipeline:
+//! fetch -> validate (the shared rules of `fabbrica-crds`) -> build (pure `build_<child>`
+//! functions) -> apply (server-side apply, orphans deleted) -> status (written only when changed).
+
+pub mod apply;
+pub mod conditions;
+pub mod error;
+#[cfg(test)]
+mod fixtures;
+pub mod jupyter;
+pub mod workspace;
+
+use std::sync::Arc;
+
+use fabbrica_crds::labels;
+use fabbrica_crds::v1alpha1::{Factory, Workspace};
+use futures::FutureExt;
+use k8s_openapi::api::core::v1::Namespace;
+use kube::api::ListParams;
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::watcher;
+use kube::{Api, Client, ResourceExt};
+use tracing::warn;
+
+use crate::Settings;
+use crate::clock::Clock;
+use crate::metrics::Metrics;
+
+pub use error::{Error, Result};
+
+/// The JupyterEnvironment a child belongs to.
+pub const ENVIRONMENT_LABEL: &str = "fabbrica.io/environment";
+/// The workspace's fabric partition key on its namespace, where the fabric configuration reads it.
+pub const PARTITION_KEY_ANNOTATION: &str = "fabbrica.io/partition-key";
+
+/// What the tenancy reconciles share.
+pub struct Context {
+    /// The API client.
+    pub client: Client,
+    /// Metrics, shared with the HTTP server.
+    pub metrics: Arc<Metrics>,
+    /// The clock of condition transition times.
+    pub clock: Arc<dyn Clock>,
+    /// Publishes Events.
+    pub recorder: Recorder,
+    /// Every Workspace, as the Workspace controller's watch sees them; filled before the first
+    /// Workspace reconcile runs.
+    pub workspaces: Store<Workspace>,
+    /// Reconcile only the tenants of Factories matching this label selector.
+    pub factory_selector: Option<String>,
+}
+
+impl std::fmt::Debug for Context {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Context")
+            .field("workspaces", &self.workspaces.state().len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Context {
+    /// A context whose Events name `reporter` as the instance.
+    pub fn new(
+        client: Client,
+        metrics: Arc<Metrics>,
+        clock: Arc<dyn Clock>,
+        reporter: &str,
+        workspaces: Store<Workspace>,
+        factory_selector: Option<String>,
+    ) -> Self {
+        let reporter = Reporter {
+            controller: labels::MANAGER.to_owned(),
+            instance: Some(reporter.to_owned()),
+        };
+        let recorder = Recorder::new(client.clone(), reporter);
+        Self {
+            client,
+            metrics,
+            clock,
+            recorder,
+            workspaces,
+            factory_selector,
+        }
+    }
+
+    /// Publishes an Event about `object`; a failure is logged, never fatal.
+    pub async fn publish<K>(&self, object: &K, type_: EventType, reason: &str, note: String)
+    where
+        K: kube::Resource<DynamicType = ()>,
+    {
+        let event = Event {
+            type_,
+            reason: reason.to_owned(),
+            note: Some(note),
+            action: "Reconcile".to_owned(),
+            secondary: None,
+        };
+        match self.recorder.publish(&event, &object.object_ref(&())).await {
+            Ok(()) => self.metrics.write("event", "create"),
+            Err(err) => warn!(error = %err, "publishing an Event failed"),
+        }
+    }
+
+    /// Whether this instance reconciles the tenants of `factory`: always without a
+    /// `--factory-selector`; with one, only of an existing Factory that matches it (asked of
+    /// the API server, which evaluates every selector syntax).
+    pub async fn manages(&self, factory: Option<&Factory>) -> Result<bool> {
+        let Some(selector) = &self.factory_selector else {
+            return Ok(true);
+        };
+        let Some(factory) = factory else {
+            return Ok(false);
+        };
+        let params = ListParams::default()
+            .labels(selector)
+            .fields(&format!("metadata.name={}", factory.name_any()));
+        let matching = Api::<Factory>::all(self.client.clone())
+            .list_metadata(&params)
+            .await?;
+        Ok(!matching.items.is_empty())
+    }
+
+    /// The Workspace whose namespace is `namespace`: the one its `fabbrica.io/workspace` label
+    /// names, if that Workspace owns the namespace.
+    ///
+    /// Two reads instead of the Workspace watch's store: waiting for that store to fill from
+    /// several reconciles at once loses wake-ups (its readiness signal wakes one waiter only).
+    pub async fn workspace_of(&self, namespace: &str) -> Result<Option<Workspace>> {
+        let Some(ns) = Api::<Namespace>::all(self.client.clone())
+            .get_opt(namespace)
+            .await?
+        else {
+            return Ok(None);
+        };
+        let Some(name) = ns.labels().get(labels::WORKSPACE) else {
+            return Ok(None);
+        };
+        let workspace = Api::<Workspace>::all(self.client.clone())
+            .get_opt(name)
+            .await?;
+        Ok(workspace.filter(|w| {
+            w.spec.namespace == namespace
+                && w.uid()
+                    .is_some_and(|uid| workspace::apply::owned_by(&ns, &uid))
+        }))
+    }
+}
+
+/// The watch configuration of children: only what the operator manages.
+pub(crate) fn managed() -> watcher::Config {
+    watcher::Config::default().labels(&format!("{}={}", labels::MANAGED_BY, labels::MANAGER))
+}
+
+/// The Workspace and JupyterEnvironment controllers, running until `shutdown` completes.
+///
+/// With `settings.factory_selector`, only the tenants of matching Factories are reconciled;
+/// `settings.reporter` names this operator instance in Events.
+pub fn run(
+    client: Client,
+    metrics: Arc<Metrics>,
+    clock: Arc<dyn Clock>,
+    settings: &Settings,
+    shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
+) -> impl std::future::Future<Output = ()> + Send + 'static {
+    let reporter = settings.reporter.clone();
+    let factory_selector = settings.factory_selector.clone();
+    async move {
+        let shutdown = shutdown.shared();
+        let workspaces = workspace::controller(client.clone());
+        let ctx = Arc::new(Context::new(
+            client,
+            metrics,
+            clock,
+            &reporter,
+            workspaces.store(),
+            factory_selector,
+        ));
+        let environments = jupyter::controller(&ctx);
+        futures::join!(
+            workspace::run(workspaces, ctx.clone(), shutdown.clone()),
+            jupyter::run(environments, ctx, shutdown),
+        );
+    }
+}
+
+/// References to the objects of `store` that `select` picks, for `Controller::watches` mappers.
+pub(crate) fn refs_where<K>(store: &Store<K>, select: impl Fn(&K) -> bool) -> Vec<ObjectRef<K>>
+where
+    K: kube::Resource<DynamicType = ()> + Clone + 'static,
+{
+    store
+        .state()
+        .iter()
+        .filter(|o| select(o))
+        .map(|o| ObjectRef::from_obj(o.as_ref()))
+        .collect()
+}
+
+/// Tolerations for every taint of a pool, so notebooks and queued workloads can land on it.
+pub fn tolerations(
+    pool: &fabbrica_crds::v1alpha1::GpuPool,
+) -> Vec<k8s_openapi::api::core::v1::Toleration> {
+    pool.taints
+        .iter()
+        .map(|taint| k8s_openapi::api::core::v1::Toleration {
+            key: Some(taint.key.clone()),
+            operator: Some(
+                if taint.value.is_some() {
+                    "Equal"
+                } else {
+                    "Exists"
+                }
+                .to_owned(),
+            ),
+            value: taint.value.clone(),
+            effect: Some(taint.effect.as_str().to_owned()),
+            toleration_seconds: None,
+        })
+        .collect()
+}

@@ -1,0 +1,349 @@
+//! The desired children of a Workspace. Pure: no client, no clock.
+
+use std::collections::BTreeMap;
+
+use fabbrica_crds::labels;
+use fabbrica_crds::v1alpha1::StorageRole;
+use k8s_openapi::api::core::v1::{
+    LimitRange, LimitRangeItem, LimitRangeSpec, Namespace, ResourceQuota, ResourceQuotaSpec,
+};
+use k8s_openapi::api::networking::v1::{
+    NetworkPolicy, NetworkPolicyEgressRule, NetworkPolicyIngressRule, NetworkPolicyPeer,
+    NetworkPolicyPort, NetworkPolicySpec,
+};
+use k8s_openapi::api::rbac::v1::{RoleBinding, RoleRef, Subject};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use serde_json::{Value, json};
+
+use super::validate::ValidatedWorkspace;
+use crate::factory::build::storage_class_name;
+use crate::tenancy::{ENVIRONMENT_LABEL, PARTITION_KEY_ANNOTATION, tolerations};
+
+/// The ResourceQuota of a workspace's namespace.
+pub const QUOTA: &str = "fabbrica-quota";
+/// The LimitRange of a workspace's namespace.
+pub const LIMITS: &str = "fabbrica-limits";
+/// The RoleBinding that gives members the `edit` ClusterRole.
+pub const MEMBERS: &str = "fabbrica-members";
+/// The built-in ClusterRole members get, in their namespace only.
+pub const MEMBER_ROLE: &str = "edit";
+/// The NetworkPolicy that denies all traffic the others do not allow.
+pub const DEFAULT_DENY: &str = "fabbrica-default-deny";
+/// The NetworkPolicy that allows traffic between the namespace's own Pods.
+pub const ALLOW_SAME_NAMESPACE: &str = "fabbrica-allow-same-namespace";
+/// The NetworkPolicy that allows DNS lookups.
+pub const ALLOW_DNS: &str = "fabbrica-allow-dns";
+/// The LocalQueue tenants submit Kueue workloads to.
+pub const LOCAL_QUEUE: &str = "default";
+/// The ResourceQuota key of GPU requests.
+pub const GPU_REQUESTS: &str = "requests.nvidia.com/gpu";
+/// The Pod Security Admission labels of the namespace: `restricted`, latest version.
+pub const POD_SECURITY: [(&str, &str); 2] = [
+    ("pod-security.kubernetes.io/enforce", "restricted"),
+    ("pod-security.kubernetes.io/enforce-version", "latest"),
+];
+
+/// Labels every child carries: workspace, factory and the managed-by marker.
+pub fn child_labels(ws: &ValidatedWorkspace) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        (labels::WORKSPACE.to_owned(), ws.name.clone()),
+        (labels::FACTORY.to_owned(), ws.spec.factory.clone()),
+        (labels::MANAGED_BY.to_owned(), labels::MANAGER.to_owned()),
+    ])
+}
+
+/// The selector of a workspace's children; the environments' children in its namespace are not.
+pub fn child_selector(workspace: &str) -> String {
+    format!(
+        "{}={workspace},{}={},!{ENVIRONMENT_LABEL}",
+        labels::WORKSPACE,
+        labels::MANAGED_BY,
+        labels::MANAGER
+    )
+}
+
+fn meta(ws: &ValidatedWorkspace, name: &str, namespaced: bool) -> ObjectMeta {
+    ObjectMeta {
+        name: Some(name.to_owned()),
+        namespace: namespaced.then(|| ws.spec.namespace.clone()),
+        labels: Some(child_labels(ws)),
+        owner_references: Some(vec![ws.owner.clone()]),
+        ..ObjectMeta::default()
+    }
+}
+
+/// The tenant's namespace: labelled with workspace and factory, Pod Security `restricted`
+/// enforced, the fabric partition key annotated.
+pub fn build_namespace(ws: &ValidatedWorkspace) -> Namespace {
+    let mut metadata = meta(ws, &ws.spec.namespace, false);
+    if let Some(labels) = &mut metadata.labels {
+        labels.extend(
+            POD_SECURITY
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
+        );
+    }
+    if let Some(partition) = &ws.spec.fabric_partition {
+        metadata.annotations = Some(BTreeMap::from([(
+            PARTITION_KEY_ANNOTATION.to_owned(),
+            partition.key.clone(),
+        )]));
+    }
+    Namespace {
+        metadata,
+        ..Namespace::default()
+    }
+}
+
+/// GPUs granted over all pools.
+pub fn gpus_granted(ws: &ValidatedWorkspace) -> u64 {
+    ws.spec.gpu_quota.iter().map(|q| u64::from(q.gpus)).sum()
+}
+
+/// The ResourceQuota key of storage requested on one StorageClass.
+pub fn storage_requests(class: &str) -> String {
+    format!("{class}.storageclass.storage.k8s.io/requests.storage")
+}
+
+/// The namespace's quota: GPU requests over all pools, and storage per tier's StorageClass.
+///
+/// A plain ResourceQuota cannot tell pools apart (Kueue's ClusterQueue does that, per pool); it
+/// caps the total. A tier without a grant is capped at zero, except the datasets tier, which the
+/// tenant reads without a grant of its own.
+pub fn build_resource_quota(ws: &ValidatedWorkspace) -> ResourceQuota {
+    let mut hard = BTreeMap::from([(
+        GPU_REQUESTS.to_owned(),
+        Quantity(gpus_granted(ws).to_string()),
+    )]);
+    for tier in &ws.factory.storage_tiers {
+        let granted = ws
+            .spec
+            .storage_quota
+            .iter()
+            .find(|q| q.tier == tier.name)
+            .map(|q| q.capacity.clone());
+        let capacity = match granted {
+            Some(capacity) => capacity,
+            None if tier.role == StorageRole::Datasets => continue,
+            None => Quantity("0".to_owned()),
+        };
+        hard.insert(
+            storage_requests(&storage_class_name(&ws.spec.factory, &tier.name)),
+            capacity,
+        );
+    }
+    ResourceQuota {
+        metadata: meta(ws, QUOTA, true),
+        spec: Some(ResourceQuotaSpec {
+            hard: Some(hard),
+            ..ResourceQuotaSpec::default()
+        }),
+        ..ResourceQuota::default()
+    }
+}
+
+fn quantities(items: &[(&str, &str)]) -> BTreeMap<String, Quantity> {
+    items
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), Quantity((*v).to_owned())))
+        .collect()
+}
+
+/// Defaults for containers that declare no resources, so a forgotten request neither escapes the
+/// quota nor takes a whole node.
+pub fn build_limit_range(ws: &ValidatedWorkspace) -> LimitRange {
+    LimitRange {
+        metadata: meta(ws, LIMITS, true),
+        spec: Some(LimitRangeSpec {
+            limits: vec![LimitRangeItem {
+                type_: "Container".to_owned(),
+                default_request: Some(quantities(&[("cpu", "100m"), ("memory", "256Mi")])),
+                default: Some(quantities(&[("cpu", "1"), ("memory", "1Gi")])),
+                ..LimitRangeItem::default()
+            }],
+        }),
+    }
+}
+
+fn every_pod() -> LabelSelector {
+    LabelSelector::default()
+}
+
+fn same_namespace() -> Vec<NetworkPolicyPeer> {
+    vec![NetworkPolicyPeer {
+        pod_selector: Some(every_pod()),
+        ..NetworkPolicyPeer::default()
+    }]
+}
+
+/// Default-deny for ingress and egress, then the two allowances notebooks need: traffic between
+/// the namespace's own Pods, and DNS.
+pub fn build_network_policies(ws: &ValidatedWorkspace) -> Vec<NetworkPolicy> {
+    let policy = |name: &str, spec: NetworkPolicySpec| NetworkPolicy {
+        metadata: meta(ws, name, true),
+        spec: Some(spec),
+    };
+    let both = Some(vec!["Ingress".to_owned(), "Egress".to_owned()]);
+    let dns_ports = ["UDP", "TCP"]
+        .map(|protocol| NetworkPolicyPort {
+            protocol: Some(protocol.to_owned()),
+            port: Some(IntOrString::Int(53)),
+            ..NetworkPolicyPort::default()
+        })
+        .to_vec();
+    let dns_servers = NetworkPolicyPeer {
+        namespace_selector: Some(LabelSelector::default()),
+        pod_selector: Some(LabelSelector {
+            match_labels: Some(BTreeMap::from([(
+                "k8s-app".to_owned(),
+                "kube-dns".to_owned(),
+            )])),
+            ..LabelSelector::default()
+        }),
+        ..NetworkPolicyPeer::default()
+    };
+    vec![
+        policy(
+            DEFAULT_DENY,
+            NetworkPolicySpec {
+                pod_selector: Some(every_pod()),
+                policy_types: both.clone(),
+                ..NetworkPolicySpec::default()
+            },
+        ),
+        policy(
+            ALLOW_SAME_NAMESPACE,
+            NetworkPolicySpec {
+                pod_selector: Some(every_pod()),
+                policy_types: both,
+                ingress: Some(vec![NetworkPolicyIngressRule {
+                    from: Some(same_namespace()),
+                    ..NetworkPolicyIngressRule::default()
+                }]),
+                egress: Some(vec![NetworkPolicyEgressRule {
+                    to: Some(same_namespace()),
+                    ..NetworkPolicyEgressRule::default()
+                }]),
+            },
+        ),
+        policy(
+            ALLOW_DNS,
+            NetworkPolicySpec {
+                pod_selector: Some(every_pod()),
+                policy_types: Some(vec!["Egress".to_owned()]),
+                egress: Some(vec![NetworkPolicyEgressRule {
+                    to: Some(vec![dns_servers]),
+                    ports: Some(dns_ports),
+                }]),
+                ..NetworkPolicySpec::default()
+            },
+        ),
+    ]
+}
+
+/// The members' RoleBinding to the built-in `edit` ClusterRole; none without members.
+pub fn build_role_binding(ws: &ValidatedWorkspace) -> Option<RoleBinding> {
+    let mut members = ws.spec.members.clone();
+    members.sort();
+    members.dedup();
+    let subjects: Vec<Subject> = members
+        .iter()
+        .map(|m| Subject {
+            api_group: Some("rbac.authorization.k8s.io".to_owned()),
+            kind: m.kind.as_str().to_owned(),
+            name: m.name.clone(),
+            namespace: None,
+        })
+        .collect();
+    (!subjects.is_empty()).then(|| RoleBinding {
+        metadata: meta(ws, MEMBERS, true),
+        role_ref: RoleRef {
+            api_group: "rbac.authorization.k8s.io".to_owned(),
+            kind: "ClusterRole".to_owned(),
+            name: MEMBER_ROLE.to_owned(),
+        },
+        subjects: Some(subjects),
+    })
+}
+
+/// The Kueue API group.
+pub const KUEUE_GROUP: &str = "kueue.x-k8s.io";
+
+/// The ResourceFlavor of a pool, shared by the factory's workspaces: `<factory>-<pool>`.
+pub fn flavor_name(factory: &str, pool: &str) -> String {
+    format!("{factory}-{pool}")
+}
+
+/// One Kueue ResourceFlavor per pool of the factory, placing admitted workloads on the pool's
+/// Nodes with its tolerations. Owned by the Factory, since every workspace of it shares them.
+pub fn build_resource_flavors(ws: &ValidatedWorkspace, api_version: &str) -> Vec<Value> {
+    let factory = &ws.spec.factory;
+    ws.factory
+        .gpu_pools
+        .iter()
+        .map(|pool| {
+            let mut spec = json!({
+                "nodeLabels": {labels::FACTORY: factory, labels::POOL: pool.name},
+            });
+            let tolerations = tolerations(pool);
+            if !tolerations.is_empty() {
+                spec["tolerations"] = json!(tolerations);
+            }
+            json!({
+                "apiVersion": api_version,
+                "kind": "ResourceFlavor",
+                "metadata": {
+                    "name": flavor_name(factory, &pool.name),
+                    "labels": {labels::FACTORY: factory, labels::MANAGED_BY: labels::MANAGER},
+                    "ownerReferences": [ws.factory_owner],
+                },
+                "spec": spec,
+            })
+        })
+        .collect()
+}
+
+/// The workspace's ClusterQueue (named like the workspace): its GPU quota per pool flavor, for
+/// workloads from its namespace only.
+pub fn build_cluster_queue(ws: &ValidatedWorkspace, api_version: &str) -> Value {
+    let flavors: Vec<Value> = ws
+        .spec
+        .gpu_quota
+        .iter()
+        .map(|q| {
+            json!({
+                "name": flavor_name(&ws.spec.factory, &q.pool),
+                "resources": [{"name": labels::GPU_RESOURCE, "nominalQuota": q.gpus}],
+            })
+        })
+        .collect();
+    let groups = if flavors.is_empty() {
+        json!([])
+    } else {
+        json!([{"coveredResources": [labels::GPU_RESOURCE], "flavors": flavors}])
+    };
+    json!({
+        "apiVersion": api_version,
+        "kind": "ClusterQueue",
+        "metadata": meta(ws, &ws.name, false),
+        "spec": {
+            "namespaceSelector": {"matchLabels": {labels::WORKSPACE: ws.name}},
+            "resourceGroups": groups,
+        },
+    })
+}
+
+/// The LocalQueue in the namespace, pointing at the workspace's ClusterQueue.
+pub fn build_local_queue(ws: &ValidatedWorkspace, api_version: &str) -> Value {
+    json!({
+        "apiVersion": api_version,
+        "kind": "LocalQueue",
+        "metadata": meta(ws, LOCAL_QUEUE, true),
+        "spec": {"clusterQueue": ws.name},
+    })
+}
+
+#[cfg(test)]
+mod tests;

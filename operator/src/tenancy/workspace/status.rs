@@ -1,0 +1,196 @@
+//! The Workspace's status, computed from what was applied and observed. Pure.
+
+use fabbrica_crds::quantity;
+use fabbrica_crds::v1alpha1::{QuotaUsage, WorkspaceStatus};
+use k8s_openapi::api::core::v1::ResourceQuota;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+
+use super::build::{GPU_REQUESTS, gpus_granted};
+use super::validate::ValidatedWorkspace;
+use crate::tenancy::conditions::{condition, reasons, settle, types};
+
+/// What the apply step observed.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Observed {
+    /// The namespace's ResourceQuota as stored (its status holds what is used).
+    pub quota: Option<ResourceQuota>,
+    /// Whether Kueue's CRDs are served (and so its queues were applied).
+    pub kueue: bool,
+    /// Subjects bound to the `edit` role.
+    pub members: usize,
+    /// NetworkPolicies applied.
+    pub policies: usize,
+}
+
+/// Quota used and granted per resource, from a ResourceQuota: granted is its `spec.hard`, used its
+/// `status.used` (0 until the quota controller has counted).
+pub fn quota_usage(quota: &ResourceQuota) -> Vec<QuotaUsage> {
+    let hard = quota.spec.as_ref().and_then(|s| s.hard.as_ref());
+    let used = quota.status.as_ref().and_then(|s| s.used.as_ref());
+    hard.into_iter()
+        .flatten()
+        .map(|(resource, granted)| QuotaUsage {
+            resource: resource.clone(),
+            used: used
+                .and_then(|u| u.get(resource))
+                .map_or_else(|| "0".to_owned(), |q| q.0.clone()),
+            granted: granted.0.clone(),
+        })
+        .collect()
+}
+
+/// GPUs requested in the namespace, as the ResourceQuota reports them.
+pub fn gpus_used(quota: &ResourceQuota) -> u64 {
+    quota
+        .status
+        .as_ref()
+        .and_then(|s| s.used.as_ref())
+        .and_then(|u| u.get(GPU_REQUESTS))
+        .and_then(quantity::value)
+        .map_or(0, |v| v.max(0.0).round() as u64)
+}
+
+/// The status of a workspace whose children were applied.
+pub fn build_status(
+    ws: &ValidatedWorkspace,
+    observed: &Observed,
+    previous: Option<&WorkspaceStatus>,
+    now: &Time,
+) -> WorkspaceStatus {
+    let generation = ws.generation;
+    let namespace = condition(
+        types::NAMESPACE_READY,
+        true,
+        reasons::NAMESPACE_APPLIED,
+        format!(
+            "namespace {} with Pod Security restricted",
+            ws.spec.namespace
+        ),
+        generation,
+        now,
+    );
+    let quota_usage = observed.quota.as_ref().map(quota_usage).unwrap_or_default();
+    let granted = gpus_granted(ws);
+    let used = observed.quota.as_ref().map_or(0, gpus_used);
+    let quota = condition(
+        types::QUOTA_READY,
+        observed.quota.is_some(),
+        if observed.quota.is_some() {
+            reasons::QUOTA_APPLIED
+        } else {
+            reasons::NOT_APPLIED
+        },
+        format!(
+            "{granted} GPUs and {} storage classes under quota, container defaults set",
+            ws.factory.storage_tiers.len()
+        ),
+        generation,
+        now,
+    );
+    let access = condition(
+        types::ACCESS_READY,
+        true,
+        reasons::ACCESS_APPLIED,
+        format!(
+            "{} NetworkPolicies (default deny); {} members with role edit",
+            observed.policies, observed.members
+        ),
+        generation,
+        now,
+    );
+    let queue = if observed.kueue {
+        let message = format!(
+            "ClusterQueue {} with {} pool flavors, LocalQueue {}",
+            ws.name,
+            ws.spec.gpu_quota.len(),
+            super::build::LOCAL_QUEUE
+        );
+        condition(
+            types::QUEUE_READY,
+            true,
+            reasons::QUEUES_APPLIED,
+            message,
+            generation,
+            now,
+        )
+    } else {
+        let message = "Kueue's CRDs (kueue.x-k8s.io) are not served; the ResourceQuota caps GPUs over all pools";
+        condition(
+            types::QUEUE_READY,
+            false,
+            reasons::KUEUE_ABSENT,
+            message,
+            generation,
+            now,
+        )
+    };
+    let parts = [&namespace, &quota, &access];
+    let failing: Vec<String> = parts
+        .iter()
+        .filter(|c| c.status != "True")
+        .map(|c| format!("{}: {}", c.type_, c.message))
+        .collect();
+    let ready = if failing.is_empty() {
+        condition(
+            types::READY,
+            true,
+            reasons::ALL_READY,
+            format!("{used} of {granted} GPUs in use"),
+            generation,
+            now,
+        )
+    } else {
+        condition(
+            types::READY,
+            false,
+            reasons::NOT_READY,
+            failing.join("; "),
+            generation,
+            now,
+        )
+    };
+    let conditions = vec![ready, namespace, quota, access, queue];
+    WorkspaceStatus {
+        observed_generation: generation,
+        conditions: settle(
+            conditions,
+            previous
+                .map(|p| p.conditions.as_slice())
+                .unwrap_or_default(),
+        ),
+        gpus_used: used,
+        gpus_granted: granted,
+        quota: quota_usage,
+    }
+}
+
+/// The status of a workspace that was not built: everything as before, Ready=False with `reason`,
+/// and the condition of type `also` (when given) with the same reason.
+pub fn refused_status(
+    reason: &str,
+    message: String,
+    also: Option<&str>,
+    generation: Option<i64>,
+    previous: Option<&WorkspaceStatus>,
+    now: &Time,
+) -> WorkspaceStatus {
+    let mut status = previous.cloned().unwrap_or_default();
+    status.observed_generation = generation;
+    let mut changed: Vec<Condition> = vec![condition(
+        types::READY,
+        false,
+        reason,
+        message.clone(),
+        generation,
+        now,
+    )];
+    if let Some(type_) = also {
+        changed.push(condition(type_, false, reason, message, generation, now));
+    }
+    let changed = settle(changed, &status.conditions);
+    status
+        .conditions
+        .retain(|c| !changed.iter().any(|n| n.type_ == c.type_));
+    status.conditions.splice(0..0, changed);
+    status
+}

@@ -1,0 +1,307 @@
+//! Operator at gigafactory scale, against the real control plane.
+//!
+//! Registers N Nodes (default 12,500: DGX B200 training nodes and a MIG-shared
+//! DGX H200 pool, with GPU allocatable and scalable-unit labels), times a plain
+//! loop of the same label patches from one client, then starts the operator
+//! binary, applies a Factory for the Nodes and measures: time until every pool
+//! is ready, the operator's peak RSS, API requests and writes during convergence,
+//! and writes during 60 s of steady state. Run it through `tests/bench-operator`.
+
+use std::io::{Read, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use fabbrica_crds::v1alpha1::Factory;
+use fabbrica_tests::{client, install_crds, kubeconfig_path, kubectl, repo_root};
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::Node;
+use kube::api::{Api, Patch, PatchParams, PostParams};
+use serde_json::{Value, json};
+
+const OPERATOR_USER: &str = "system:serviceaccount:fabbrica-system:fabbrica-operator";
+const IN_FLIGHT: usize = 16;
+
+fn pools(nodes: usize) -> [(&'static str, &'static str, usize, u32); 2] {
+    // A Gigafactory's proportions: most nodes train, one in 25 serves notebooks (MIG).
+    let interactive = (nodes / 25).max(1);
+    [
+        ("train", "dgx-b200", nodes - interactive, 8),
+        ("interactive", "dgx-h200", interactive, 56),
+    ]
+}
+
+async fn register_nodes(client: &kube::Client, nodes: usize) -> anyhow::Result<()> {
+    let api: Api<Node> = Api::all(client.clone());
+    let specs: Vec<(String, &str, u32, usize)> = pools(nodes)
+        .into_iter()
+        .flat_map(|(pool, _, count, gpus)| {
+            (0..count).map(move |i| (format!("bench-{pool}-{i:05}"), pool, gpus, i))
+        })
+        .collect();
+    futures::stream::iter(specs)
+        .map(|(name, pool, gpus, i)| {
+            let api = api.clone();
+            async move {
+                let node: Node = serde_json::from_value(json!({"metadata": {"name": name, "labels": {
+                    "bench.fabbrica.io/pool": pool,
+                    "topology.example.com/scalable-unit": format!("su{:03}", i / 32),
+                }}}))?;
+                match api.create(&PostParams::default(), &node).await {
+                    Ok(_) => {}
+                    Err(kube::Error::Api(e)) if e.code == 409 => {}
+                    Err(e) => return Err(e.into()),
+                }
+                let status = json!({"status": {
+                    "allocatable": {"nvidia.com/gpu": gpus.to_string()},
+                    "capacity": {"nvidia.com/gpu": gpus.to_string()},
+                    "conditions": [{"type": "Ready", "status": "True", "reason": "KubeletReady", "message": "bench",
+                        "lastHeartbeatTime": "2026-01-01T00:00:00Z", "lastTransitionTime": "2026-01-01T00:00:00Z"}],
+                }});
+                api.patch_status(&name, &PatchParams::default(), &Patch::Merge(&status)).await?;
+                anyhow::Ok(())
+            }
+        })
+        .buffer_unordered(IN_FLIGHT)
+        .collect::<Vec<_>>()
+        .await
+        .into_iter()
+        .collect::<anyhow::Result<Vec<()>>>()?;
+    Ok(())
+}
+
+/// The same kind of label writes the operator makes, from one client, 16 in flight.
+async fn plain_patch_loop(client: &kube::Client) -> anyhow::Result<(usize, Duration)> {
+    let api: Api<Node> = Api::all(client.clone());
+    let names: Vec<String> = api
+        .list_metadata(&Default::default())
+        .await?
+        .items
+        .into_iter()
+        .filter_map(|n| n.metadata.name)
+        .filter(|n| n.starts_with("bench-"))
+        .collect();
+    let started = Instant::now();
+    let params = PatchParams::apply("fabbrica-bench-baseline");
+    futures::stream::iter(names.iter())
+        .map(|name| {
+            let api = api.clone();
+            let params = params.clone();
+            async move {
+                let patch = json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": name, "labels": {
+                    "bench.fabbrica.io/baseline-factory": "bench", "bench.fabbrica.io/baseline-pool": "pool",
+                    "bench.fabbrica.io/baseline-su": "su", "bench.fabbrica.io/baseline-rails": "8",
+                }}});
+                api.patch(name, &params, &Patch::Apply(&patch)).await.map(|_| ())
+            }
+        })
+        .buffer_unordered(IN_FLIGHT)
+        .collect::<Vec<_>>()
+        .await
+        .into_iter()
+        .collect::<Result<Vec<()>, _>>()?;
+    Ok((names.len(), started.elapsed()))
+}
+
+fn factory(nodes: usize) -> Value {
+    let pools: Vec<Value> = pools(nodes)
+        .into_iter()
+        .map(|(pool, system, count, _)| {
+            let mut p = json!({"name": pool, "nodeSelector": {"bench.fabbrica.io/pool": pool}, "system": system,
+                "expectedNodes": count, "taints": [{"key": "nvidia.com/gpu", "value": "present", "effect": "NoSchedule"}]});
+            if pool == "interactive" {
+                p["sharing"] = json!({"mig": {"profile": "1g.18gb"}});
+            }
+            p
+        })
+        .collect();
+    json!({"apiVersion": "fabbrica.io/v1alpha1", "kind": "Factory", "metadata": {"name": "bench"}, "spec": {
+        "site": {"name": "bench", "country": "DE", "tier": "gigafactory"},
+        "gpuPools": pools,
+        "fabric": {"type": "infiniband", "railsPerNode": 8, "linkSpeed": "400G", "topology": {
+            "source": "nodeLabels", "scalableUnitLabel": "topology.example.com/scalable-unit"}},
+        "storageTiers": [
+            {"name": "scratch", "role": "scratch", "provisioner": "csi.example.com", "capacity": "40Pi"},
+            {"name": "project", "role": "project", "provisioner": "csi.example.com", "capacity": "200Pi"},
+            {"name": "datasets", "role": "datasets", "provisioner": "csi.example.com", "capacity": "100Pi"}]
+    }})
+}
+
+/// Requests and writes by the operator's identity in the audit log since `from` (a byte offset).
+fn audit_counts(audit: &Path, from: u64) -> anyhow::Result<(usize, usize, u64)> {
+    let mut file = std::fs::File::open(audit)?;
+    let end = file.seek(SeekFrom::End(0))?;
+    file.seek(SeekFrom::Start(from))?;
+    let mut text = String::new();
+    file.read_to_string(&mut text)?;
+    let (mut requests, mut writes) = (0, 0);
+    for line in text.lines() {
+        let Ok(event) = serde_json::from_str::<Value>(line) else {
+            continue;
+        };
+        if event["user"]["username"] != OPERATOR_USER || event["stage"] != "ResponseComplete" {
+            continue;
+        }
+        // Lease renewals are leader election's heartbeat, not reconciliation.
+        if event["objectRef"]["resource"] == "leases" {
+            continue;
+        }
+        requests += 1;
+        if matches!(
+            event["verb"].as_str(),
+            Some("create" | "update" | "patch" | "delete" | "deletecollection")
+        ) {
+            writes += 1;
+        }
+    }
+    Ok((requests, writes, end))
+}
+
+fn peak_rss_mib(pid: u32) -> Option<f64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let kb: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))?
+        .trim()
+        .trim_end_matches(" kB")
+        .trim()
+        .parse()
+        .ok()?;
+    Some(kb / 1024.0)
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let nodes: usize = std::env::args()
+        .nth(1)
+        .map(|n| n.parse())
+        .transpose()?
+        .unwrap_or(12_500);
+    let operator_bin: PathBuf = std::env::args()
+        .nth(2)
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo_root().join("target/release/fabbrica-operator"));
+    let state = kubeconfig_path()
+        .parent()
+        .context("kubeconfig has a folder")?
+        .to_path_buf();
+    let audit = state.join("audit.log");
+    let client = client().await?;
+    install_crds(&client).await?;
+    let _ = kubectl(&["create", "namespace", "fabbrica-system"]);
+    let _ = kubectl(&["create", "namespace", "gpu-operator"]);
+    // The benchmark measures speed, not permissions: the operator's identity gets cluster-admin.
+    let _ = kubectl(&[
+        "create",
+        "clusterrolebinding",
+        "fabbrica-bench-operator",
+        "--clusterrole=cluster-admin",
+        "--serviceaccount=fabbrica-system:fabbrica-operator",
+    ]);
+
+    eprintln!("registering {nodes} nodes ...");
+    let started = Instant::now();
+    register_nodes(&client, nodes).await?;
+    eprintln!("registered in {:.1} s", started.elapsed().as_secs_f64());
+
+    let (patched, baseline) = plain_patch_loop(&client).await?;
+    eprintln!(
+        "plain loop: {patched} label patches in {:.1} s",
+        baseline.as_secs_f64()
+    );
+
+    let (_, _, offset) = audit_counts(&audit, 0)?;
+    let started = Instant::now();
+    let mut operator = Command::new(&operator_bin)
+        .args([
+            "--kubeconfig",
+            state.join("operator.kubeconfig").to_str().unwrap(),
+            "--metrics-addr",
+            "127.0.0.1:0",
+        ])
+        .args(["--factory-selector", "bench.fabbrica.io/run=bench"])
+        .env_remove("KUBECONFIG")
+        .env("FABBRICA_LOG_FORMAT", "json")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(state.join("bench-operator.log"))?)
+        .spawn()
+        .with_context(|| {
+            format!(
+                "starting {} (build it with cargo build --release -p fabbrica-operator)",
+                operator_bin.display()
+            )
+        })?;
+    let mut spec = factory(nodes);
+    spec["metadata"]["labels"] = json!({"bench.fabbrica.io/run": "bench"});
+    let factories: Api<Factory> = Api::all(client.clone());
+    factories
+        .patch(
+            "bench",
+            &PatchParams::apply("fabbrica-bench").force(),
+            &Patch::Apply(&spec),
+        )
+        .await?;
+    let expected_gpus: u64 = pools(nodes)
+        .iter()
+        .map(|(_, _, n, g)| *n as u64 * u64::from(*g))
+        .sum();
+    let converged = loop {
+        if let Some(status) = factories.get("bench").await?.status {
+            let ready = status
+                .conditions
+                .iter()
+                .any(|c| c.type_ == "PoolsReady" && c.status == "True");
+            if ready && status.gpus_ready == expected_gpus {
+                break started.elapsed();
+            }
+        }
+        if let Some(code) = operator.try_wait()? {
+            anyhow::bail!(
+                "the operator exited ({code}); see {}",
+                state.join("bench-operator.log").display()
+            );
+        }
+        anyhow::ensure!(
+            started.elapsed() < Duration::from_secs(1800),
+            "not converged after 30 minutes"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    let (requests, writes, offset) = audit_counts(&audit, offset)?;
+    eprintln!(
+        "converged in {:.1} s; steady state for 60 s ...",
+        converged.as_secs_f64()
+    );
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    let (steady_requests, steady_writes, _) = audit_counts(&audit, offset)?;
+    let rss = peak_rss_mib(operator.id());
+    let _ = operator.kill();
+    let _ = operator.wait();
+
+    println!("| figure | value |");
+    println!("|---|---|");
+    println!("| nodes | {nodes} |");
+    println!(
+        "| plain loop of the same label patches, one client, {IN_FLIGHT} in flight | {:.1} s |",
+        baseline.as_secs_f64()
+    );
+    println!(
+        "| operator: start to every pool ready | {:.1} s |",
+        converged.as_secs_f64()
+    );
+    println!(
+        "| ratio to the plain loop | {:.2} |",
+        converged.as_secs_f64() / baseline.as_secs_f64()
+    );
+    println!(
+        "| operator peak RSS | {} |",
+        rss.map_or("n/a".into(), |m| format!("{m:.0} MiB"))
+    );
+    println!("| API requests during convergence | {requests} |");
+    println!("| API writes during convergence | {writes} |");
+    println!(
+        "| API requests / writes in 60 s of steady state | {steady_requests} / {steady_writes} |"
+    );
+    Ok(())
+}
