@@ -189,26 +189,15 @@ async fn client_as(user: &str) -> anyhow::Result<Client> {
     Ok(Client::try_from(config)?)
 }
 
-/// Plays the controller manager's clusterrole-aggregation controller, which the test control
-/// plane does not run: the built-in `edit` ClusterRole gets the rules of the roles aggregated into
-/// it, as on every real cluster.
-async fn aggregate_edit_role(client: &Client) -> anyhow::Result<()> {
+/// Waits until the controller manager's clusterrole-aggregation controller has given the
+/// built-in `edit` ClusterRole the rules of the roles aggregated into it, as on every cluster.
+async fn edit_role_aggregated(client: &Client) -> anyhow::Result<()> {
     let api = Api::<ClusterRole>::all(client.clone());
-    if !api.get("edit").await?.rules.unwrap_or_default().is_empty() {
-        return Ok(());
-    }
-    let selector = "rbac.authorization.k8s.io/aggregate-to-edit=true";
-    let rules: Vec<_> = api
-        .list(&ListParams::default().labels(selector))
-        .await?
-        .items
-        .into_iter()
-        .flat_map(|role| role.rules.unwrap_or_default())
-        .collect();
-    let patch = json!({"rules": rules});
-    api.patch("edit", &PatchParams::default(), &Patch::Merge(&patch))
-        .await?;
-    Ok(())
+    eventually("the edit ClusterRole is aggregated", WAIT, || async {
+        let rules = api.get("edit").await?.rules.unwrap_or_default();
+        Ok((!rules.is_empty()).then_some(()))
+    })
+    .await
 }
 
 /// Whether `client` may list Secrets in `namespace`: `Ok(false)` when RBAC forbids it.
@@ -227,26 +216,6 @@ fn names<K: kube::Resource>(items: &[K]) -> Vec<String> {
     let mut names: Vec<String> = items.iter().map(ResourceExt::name_any).collect();
     names.sort();
     names
-}
-
-/// Plays the controller manager's pvc-protection controller, which the test control plane does
-/// not run: no Pod uses the claims of a deleted namespace (Pods never run here), so their
-/// `kubernetes.io/pvc-protection` finalizer may go.
-async fn release_claims(client: &Client, namespace: &str) -> anyhow::Result<()> {
-    let api = Api::<PersistentVolumeClaim>::namespaced(client.clone(), namespace);
-    for claim in api.list(&ListParams::default()).await?.items {
-        if claim.metadata.deletion_timestamp.is_some() && !claim.finalizers().is_empty() {
-            let patch = json!({"metadata": {"finalizers": null}});
-            let _ = api
-                .patch(
-                    &claim.name_any(),
-                    &PatchParams::default(),
-                    &Patch::Merge(&patch),
-                )
-                .await;
-        }
-    }
-    Ok(())
 }
 
 /// Deletes a Factory and waits until the operator, still running, has released it.
@@ -284,10 +253,7 @@ async fn teardown(
         eventually(
             &format!("namespace {namespace} is deleted"),
             Duration::from_secs(120),
-            || async {
-                release_claims(client, namespace).await?;
-                Ok(namespaces.get_opt(namespace).await?.is_none().then_some(()))
-            },
+            || async { Ok(namespaces.get_opt(namespace).await?.is_none().then_some(())) },
         )
         .await?;
     }
@@ -454,7 +420,7 @@ async fn two_workspaces_are_isolated_namespaces_with_quota_policies_and_bindings
         .delete(&foreign, &DeleteParams::default())
         .await?;
 
-    aggregate_edit_role(&client).await?;
+    edit_role_aggregated(&client).await?;
     let alice_client = client_as(&alice).await?;
     let bob_client = client_as(&bob).await?;
     assert!(
@@ -792,7 +758,6 @@ async fn deleting_a_workspace_leaves_nothing_of_it_behind() -> anyhow::Result<()
         &format!("namespace {namespace} is gone"),
         Duration::from_secs(120),
         || async {
-            release_claims(&client, &namespace).await?;
             Ok(namespaces
                 .get_opt(&namespace)
                 .await?
