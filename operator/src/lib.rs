@@ -13,6 +13,7 @@ pub mod http;
 pub mod leader;
 pub mod metrics;
 pub mod nodes;
+pub mod owners;
 pub mod telemetry;
 pub mod tenancy;
 

@@ -222,6 +222,26 @@ impl NodeIndex {
         self.len() == 0
     }
 
+    /// Records a Node as the API server returned it from the operator's own write, so the next
+    /// reconcile reads its writes without waiting for the watches (whose events for the write then
+    /// change nothing and trigger nothing).
+    pub fn record_write(&self, node: &Node) {
+        let name = node.name_any();
+        if let Ok(mut meta) = self.meta.write() {
+            meta.apply(Event::Apply((
+                name.clone(),
+                NodeMeta::from_meta(&node.metadata),
+            )));
+        }
+        if let Ok(mut facts) = self.facts.write() {
+            if node.labels().contains_key(labels::FACTORY) {
+                facts.apply(Event::Apply((name, NodeFacts::from_node(node))));
+            } else {
+                facts.items.remove(&name);
+            }
+        }
+    }
+
     fn apply_meta(&self, event: Event<PartialObjectMeta<Node>>) -> bool {
         let event = map_event(event, |m| (m.name_any(), NodeMeta::from_meta(&m.metadata)));
         self.meta.write().is_ok_and(|mut p| p.apply(event))
@@ -347,5 +367,32 @@ mod tests {
         assert!(!p.apply(Event::Apply(("a".into(), 1))));
         assert!(p.apply(Event::Apply(("a".into(), 2))));
         assert!(p.apply(Event::Delete(("a".into(), 0))));
+    }
+
+    #[test]
+    fn the_operators_own_write_is_known_at_once_and_its_watch_event_changes_nothing() {
+        let index = NodeIndex::default();
+        let mut node: Node = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "gpu-1", "resourceVersion": "7",
+                "labels": {(labels::FACTORY): "f", (labels::POOL): "train"}},
+            "spec": {"taints": [{"key": "nvidia.com/gpu", "value": "present", "effect": "NoSchedule"}]},
+        }))
+        .expect("a Node");
+        index.record_write(&node);
+        let facts = index.facts_of([&"gpu-1".to_owned()]);
+        assert_eq!(facts["gpu-1"].resource_version, "7");
+        assert_eq!(facts["gpu-1"].taints.len(), 1);
+        assert_eq!(index.metas()["gpu-1"].labels[labels::POOL], "train");
+        assert!(!index.apply_facts(Event::Apply(node.clone())));
+        assert!(!index.apply_meta(Event::Apply(PartialObjectMeta {
+            types: None,
+            metadata: node.metadata.clone(),
+            _phantom: std::marker::PhantomData,
+        })));
+
+        // Released: no longer fabbrica's, so no longer among the Nodes with facts.
+        node.metadata.labels = None;
+        index.record_write(&node);
+        assert!(index.facts_of([&"gpu-1".to_owned()]).is_empty());
     }
 }

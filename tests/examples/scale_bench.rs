@@ -221,10 +221,12 @@ async fn main() -> anyhow::Result<()> {
             "127.0.0.1:0",
         ])
         .args(["--factory-selector", "bench.fabbrica.io/run=bench"])
+        // Anything after the binary goes to the operator, e.g. `--node-concurrency 32`.
+        .args(std::env::args().skip(3))
         .env_remove("KUBECONFIG")
         .env("FABBRICA_LOG_FORMAT", "json")
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(state.join("bench-operator.log"))?)
+        .stdout(std::fs::File::create(state.join("bench-operator.log"))?)
+        .stderr(Stdio::inherit())
         .spawn()
         .with_context(|| {
             format!(
@@ -242,17 +244,18 @@ async fn main() -> anyhow::Result<()> {
             &Patch::Apply(&spec),
         )
         .await?;
-    let expected_gpus: u64 = pools(nodes)
-        .iter()
-        .map(|(_, _, n, g)| *n as u64 * u64::from(*g))
-        .sum();
     let converged = loop {
         if let Some(status) = factories.get("bench").await?.status {
             let ready = status
                 .conditions
                 .iter()
                 .any(|c| c.type_ == "PoolsReady" && c.status == "True");
-            if ready && status.gpus_ready == expected_gpus {
+            let pools_full = status.pools.len() == 2
+                && status
+                    .pools
+                    .iter()
+                    .all(|p| p.nodes_ready == p.nodes_expected);
+            if ready && pools_full && status.gpus_ready == status.gpus_expected {
                 break started.elapsed();
             }
         }

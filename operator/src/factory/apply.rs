@@ -211,7 +211,8 @@ pub async fn apply_children(
 
 async fn write_node(ctx: &Context, api: &Api<Node>, name: &str, body: &Value) -> Result<()> {
     match api.patch(name, &patch_params(), &Patch::Apply(body)).await {
-        Ok(_) => {
+        Ok(node) => {
+            ctx.nodes.record_write(&node);
             ctx.metrics.write("node", "apply");
             Ok(())
         }
@@ -223,35 +224,50 @@ async fn write_node(ctx: &Context, api: &Api<Node>, name: &str, body: &Value) ->
     }
 }
 
-async fn sync_node(
+/// Pages of Nodes read at once when many Nodes outside the facts watch need their taints.
+const LIST_PAGE: u32 = 500;
+
+/// The selection view and the facts of the `wanted` Nodes (outside the facts watch, since fabbrica
+/// does not manage them yet), read with one paged list per pool selector instead of a GET per
+/// Node: labelling a new pool costs a request per 500 Nodes, not one per Node. Each page is
+/// projected and dropped.
+async fn read_facts(
     ctx: &Context,
-    name: String,
-    change: NodeChange,
-    desired: Option<&super::placement::DesiredNode>,
-) -> Result<()> {
+    selectors: &[String],
+    wanted: &std::collections::BTreeSet<&String>,
+) -> Result<std::collections::HashMap<String, (NodeMeta, NodeFacts)>> {
     let api = Api::<Node>::all(ctx.client.clone());
-    match change {
-        NodeChange::None => Ok(()),
-        NodeChange::Apply(body) => write_node(ctx, &api, &name, &body).await,
-        NodeChange::NeedsFacts => {
-            // A Node fabbrica does not manage yet is outside the facts watch: read it once.
-            let Some(node) = api.get_opt(&name).await? else {
-                return Ok(());
-            };
-            let meta = NodeMeta::from_meta(&node.metadata);
-            match plan_node(&name, desired, &meta, Some(&NodeFacts::from_node(&node))) {
-                NodeChange::Apply(body) => write_node(ctx, &api, &name, &body).await,
-                _ => Ok(()),
+    let mut out = std::collections::HashMap::new();
+    for selector in selectors {
+        let mut params = ListParams::default().labels(selector).limit(LIST_PAGE);
+        loop {
+            let page = api.list(&params).await?;
+            for node in &page.items {
+                let name = node.name_any();
+                if wanted.contains(&name) {
+                    let seen = (
+                        NodeMeta::from_meta(&node.metadata),
+                        NodeFacts::from_node(node),
+                    );
+                    out.insert(name, seen);
+                }
+            }
+            match page.metadata.continue_.filter(|token| !token.is_empty()) {
+                Some(token) => params = params.continue_token(&token),
+                None => break,
             }
         }
     }
+    Ok(out)
 }
 
-/// Labels and taints the Factory's Nodes and releases those it no longer claims.
+/// Labels and taints the Factory's Nodes and releases those it no longer claims. `selectors`
+/// (the pools' node selectors) find the Nodes to read when many lack facts.
 pub async fn apply_nodes(
     ctx: &Context,
     assignment: &Assignment,
     metas: &std::collections::HashMap<String, NodeMeta>,
+    selectors: &[String],
 ) -> Result<()> {
     let targets: Vec<&String> = assignment
         .desired
@@ -259,7 +275,7 @@ pub async fn apply_nodes(
         .chain(&assignment.release)
         .collect();
     let facts = ctx.nodes.facts_of(targets.iter().copied());
-    let changes: Vec<(String, NodeChange)> = targets
+    let mut changes: Vec<(String, NodeChange)> = targets
         .into_iter()
         .filter_map(|name| {
             let meta = metas.get(name)?;
@@ -270,11 +286,36 @@ pub async fn apply_nodes(
     if changes.is_empty() {
         return Ok(());
     }
+    let unknown: std::collections::BTreeSet<&String> = changes
+        .iter()
+        .filter(|(_, change)| *change == NodeChange::NeedsFacts)
+        .map(|(name, _)| name)
+        .collect();
+    if !unknown.is_empty() {
+        let read = read_facts(ctx, selectors, &unknown).await?;
+        for (name, change) in &mut changes {
+            if *change == NodeChange::NeedsFacts {
+                // A Node the lists missed appeared since; its watch event reconciles again.
+                *change = read
+                    .get(name.as_str())
+                    .map_or(NodeChange::None, |(meta, facts)| {
+                        plan_node(name, assignment.desired.get(name), meta, Some(facts))
+                    });
+            }
+        }
+        changes.retain(|(_, change)| *change != NodeChange::None);
+    }
     tracing::info!(nodes = changes.len(), "updating node labels and taints");
+    let api = Api::<Node>::all(ctx.client.clone());
     futures::stream::iter(changes)
         .map(|(name, change)| {
-            let desired = assignment.desired.get(&name);
-            async move { sync_node(ctx, name, change, desired).await }
+            let api = api.clone();
+            async move {
+                match change {
+                    NodeChange::Apply(body) => write_node(ctx, &api, &name, &body).await,
+                    NodeChange::None | NodeChange::NeedsFacts => Ok(()),
+                }
+            }
         })
         .buffer_unordered(ctx.settings.node_concurrency)
         // Every write is attempted; the first failure is reported and the reconcile retries.

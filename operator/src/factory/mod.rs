@@ -31,6 +31,7 @@ use crate::clock::Clock;
 use crate::conditions::{events, reasons, types};
 use crate::metrics::Metrics;
 use crate::nodes::NodeIndex;
+use crate::owners::cluster_owners;
 use crate::{Error, FIELD_MANAGER, Result, Settings};
 
 /// The controller's name in metrics.
@@ -125,14 +126,16 @@ pub async fn run(
         watcher::Config::default().labels(&format!("{}={}", labels::MANAGED_BY, labels::MANAGER));
     let mut controller = Controller::new(Api::<Factory>::all(client.clone()), factories)
         .owns(Api::<StorageClass>::all(client.clone()), children.clone())
-        .owns(
+        .watches(
             Api::<ConfigMap>::namespaced(client.clone(), &settings.namespace),
             children.clone(),
+            cluster_owners::<Factory, _>,
         );
     if settings.gpu_operator_namespace != settings.namespace {
-        controller = controller.owns(
+        controller = controller.watches(
             Api::<ConfigMap>::namespaced(client.clone(), &settings.gpu_operator_namespace),
             children.clone(),
+            cluster_owners::<Factory, _>,
         );
     }
     controller
@@ -201,7 +204,20 @@ async fn apply(factory: &Factory, ctx: &Context) -> Result<Action> {
     let assignment = placement::assign(&validated, &metas);
     // apply
     let observed = apply::apply_children(ctx, &validated, &assignment).await?;
-    apply::apply_nodes(ctx, &assignment, &metas).await?;
+    let selectors: Vec<String> = validated
+        .spec
+        .gpu_pools
+        .iter()
+        .map(|pool| {
+            let terms: Vec<String> = pool
+                .node_selector
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect();
+            terms.join(",")
+        })
+        .collect();
+    apply::apply_nodes(ctx, &assignment, &metas, &selectors).await?;
     // status
     let members: Vec<&String> = assignment.desired.keys().collect();
     let facts = ctx.nodes.facts_of(members);
@@ -265,7 +281,7 @@ async fn cleanup(factory: &Factory, ctx: &Context) -> Result<Action> {
         release,
         ..placement::Assignment::default()
     };
-    apply::apply_nodes(ctx, &assignment, &metas).await?;
+    apply::apply_nodes(ctx, &assignment, &metas, &[]).await?;
     if count > 0 {
         let note = format!("removed fabbrica labels and taints from {count} Nodes");
         ctx.publish(factory, EventType::Normal, events::NODES_RELEASED, note)

@@ -32,6 +32,8 @@ use super::apply::{delete, patch_status};
 use super::conditions::{events, reasons, types};
 use super::{Error, Result};
 
+use crate::owners::cluster_owners;
+
 /// The controller's name in metrics.
 pub const CONTROLLER: &str = "workspace";
 /// The finalizer that deletes a workspace's JupyterEnvironments before its namespace goes.
@@ -54,10 +56,27 @@ pub fn controller(client: Client) -> Controller<Workspace> {
     let store = controller.store();
     controller
         .owns(Api::<Namespace>::all(client.clone()), managed.clone())
-        .owns(Api::<ResourceQuota>::all(client.clone()), managed.clone())
-        .owns(Api::<LimitRange>::all(client.clone()), managed.clone())
-        .owns(Api::<NetworkPolicy>::all(client.clone()), managed.clone())
-        .owns(Api::<RoleBinding>::all(client.clone()), managed)
+        // Children in the namespace: owns() would look for the Workspace in that namespace.
+        .watches(
+            Api::<ResourceQuota>::all(client.clone()),
+            managed.clone(),
+            cluster_owners::<Workspace, _>,
+        )
+        .watches(
+            Api::<LimitRange>::all(client.clone()),
+            managed.clone(),
+            cluster_owners::<Workspace, _>,
+        )
+        .watches(
+            Api::<NetworkPolicy>::all(client.clone()),
+            managed.clone(),
+            cluster_owners::<Workspace, _>,
+        )
+        .watches(
+            Api::<RoleBinding>::all(client.clone()),
+            managed,
+            cluster_owners::<Workspace, _>,
+        )
         .watches(
             Api::<Factory>::all(client),
             watcher::Config::default(),

@@ -1,0 +1,73 @@
+//! Mapping namespaced children to their cluster-scoped owners.
+//!
+//! kube-runtime's `Controller::owns` places an owner in its child's namespace. For a
+//! cluster-scoped owner (a Factory, a Workspace) with namespaced children that names an object
+//! that does not exist, and, since the controller keys reconciles by reference, lets reconciles
+//! of the same owner run at once, racing each other's writes. Children in a namespace are watched
+//! with [`cluster_owners`] instead.
+
+use kube::Resource;
+use kube::runtime::reflector::ObjectRef;
+
+/// The owners of kind `K` (cluster-scoped) named in `child`'s owner references.
+pub fn cluster_owners<K, C>(child: C) -> Vec<ObjectRef<K>>
+where
+    K: Resource<DynamicType = ()>,
+    C: Resource,
+{
+    let (kind, api_version) = (K::kind(&()), K::api_version(&()));
+    child
+        .meta()
+        .owner_references
+        .iter()
+        .flatten()
+        .filter(|owner| owner.kind == kind && owner.api_version == api_version)
+        .map(|owner| ObjectRef::new(&owner.name))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use fabbrica_crds::v1alpha1::{Factory, Workspace};
+    use k8s_openapi::api::core::v1::ConfigMap;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+
+    use super::*;
+
+    fn owner(kind: &str, api_version: &str, name: &str) -> OwnerReference {
+        OwnerReference {
+            api_version: api_version.to_owned(),
+            kind: kind.to_owned(),
+            name: name.to_owned(),
+            uid: format!("uid-{name}"),
+            ..OwnerReference::default()
+        }
+    }
+
+    #[test]
+    fn a_namespaced_child_maps_to_its_cluster_scoped_owner_without_a_namespace() {
+        let child = ConfigMap {
+            metadata: ObjectMeta {
+                name: Some("bench-topology".to_owned()),
+                namespace: Some("fabbrica-system".to_owned()),
+                owner_references: Some(vec![
+                    owner("Factory", "fabbrica.io/v1alpha1", "bench"),
+                    owner("Workspace", "fabbrica.io/v1alpha1", "team-a"),
+                    owner("Factory", "other.example.com/v1", "elsewhere"),
+                ]),
+                ..ObjectMeta::default()
+            },
+            ..ConfigMap::default()
+        };
+        let factories = cluster_owners::<Factory, _>(child.clone());
+        assert_eq!(factories, vec![ObjectRef::<Factory>::new("bench")]);
+        assert_eq!(factories[0].namespace, None);
+        let workspaces = cluster_owners::<Workspace, _>(child);
+        assert_eq!(workspaces, vec![ObjectRef::<Workspace>::new("team-a")]);
+    }
+
+    #[test]
+    fn a_child_without_owners_maps_to_nothing() {
+        assert!(cluster_owners::<Factory, _>(ConfigMap::default()).is_empty());
+    }
+}
