@@ -28,10 +28,26 @@ fn overlays(site: &Path) -> anyhow::Result<Vec<std::path::PathBuf>> {
     Ok(dirs)
 }
 
+/// Namespaces made only for the dry run, deleted again (and waited for) so that the tests that
+/// run the operator on the same control plane find them free.
+struct CreatedNamespaces(Vec<String>);
+
+impl Drop for CreatedNamespaces {
+    fn drop(&mut self) {
+        if self.0.is_empty() {
+            return;
+        }
+        let mut args = vec!["delete", "namespace", "--wait=true", "--timeout=120s"];
+        args.extend(self.0.iter().map(String::as_str));
+        let _ = kubectl(&args);
+    }
+}
+
 #[tokio::test]
 async fn every_overlay_builds_and_applies_with_server_side_dry_run() -> anyhow::Result<()> {
     let client = client().await?;
     install_crds(&client).await?;
+    let mut created = CreatedNamespaces(Vec::new());
     for example in ["ai-factory", "gigafactory"] {
         let site = render(example)?;
         for overlay in overlays(&site)? {
@@ -41,7 +57,10 @@ async fn every_overlay_builds_and_applies_with_server_side_dry_run() -> anyhow::
                 .lines()
                 .filter_map(|l| l.strip_prefix("  namespace: "))
             {
-                let _ = kubectl(&["create", "namespace", namespace.trim()]);
+                let namespace = namespace.trim();
+                if kubectl(&["create", "namespace", namespace]).is_ok() {
+                    created.0.push(namespace.to_owned());
+                }
             }
             let out = kubectl(&[
                 "apply",
