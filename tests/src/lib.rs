@@ -170,3 +170,50 @@ pub fn fabbrica(args: &[&str]) -> anyhow::Result<std::process::ExitCode> {
         fabbrica::Cli::try_parse_from(std::iter::once("fabbrica").chain(args.iter().copied()))?;
     fabbrica::run(cli)
 }
+
+/// Registers `node` as its kubelet would: creates it, then reports it Ready with `gpus`
+/// allocatable `nvidia.com/gpu` (and a DGX's CPU and memory) through the status subresource.
+pub async fn register_ready_node(
+    api: &kube::Api<k8s_openapi::api::core::v1::Node>,
+    node: &k8s_openapi::api::core::v1::Node,
+    gpus: &str,
+) -> anyhow::Result<()> {
+    use kube::api::{Patch, PatchParams, PostParams};
+    let name = node.metadata.name.clone().context("the Node has a name")?;
+    api.create(&PostParams::default(), node).await?;
+    let status = serde_json::json!({"status": {
+        "capacity": {fabbrica_crds::labels::GPU_RESOURCE: gpus, "cpu": "224", "memory": "2Ti"},
+        "allocatable": {fabbrica_crds::labels::GPU_RESOURCE: gpus, "cpu": "220", "memory": "2000Gi"},
+        "conditions": [{"type": "Ready", "status": "True", "reason": "KubeletReady", "message": "test",
+            "lastHeartbeatTime": "2026-01-01T00:00:00Z", "lastTransitionTime": "2026-01-01T00:00:00Z"}],
+    }});
+    api.patch_status(&name, &PatchParams::default(), &Patch::Merge(&status))
+        .await?;
+    Ok(())
+}
+
+/// Fails with trivy's report when `trivy config` (with `extra` arguments) finds a HIGH or
+/// CRITICAL misconfiguration in `target`, a path from the repository root.
+pub fn assert_no_high_or_critical_misconfiguration(
+    target: &str,
+    extra: &[&str],
+) -> anyhow::Result<()> {
+    let trivy = tool("trivy")?;
+    let mut args = vec![
+        "config",
+        "--skip-check-update",
+        "--quiet",
+        "--severity",
+        "HIGH,CRITICAL",
+        "--exit-code",
+        "1",
+    ];
+    args.extend_from_slice(extra);
+    args.push(target);
+    let (ok, out, err) = run(&trivy, &args)?;
+    anyhow::ensure!(
+        ok,
+        "trivy found HIGH or CRITICAL misconfigurations in {target}:\n{out}\n{err}"
+    );
+    Ok(())
+}

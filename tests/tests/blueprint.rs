@@ -3,7 +3,10 @@
 use std::path::Path;
 use std::process::ExitCode;
 
-use fabbrica_tests::{client, fabbrica, install_crds, kubectl, run, scratch_dir, tool};
+use fabbrica_tests::{
+    assert_no_high_or_critical_misconfiguration, client, fabbrica, install_crds, kubectl, run,
+    scratch_dir, tool,
+};
 
 fn render(example: &str) -> anyhow::Result<std::path::PathBuf> {
     let out = scratch_dir(example)?.join("site");
@@ -109,24 +112,6 @@ fn built_in_kinds_validate_against_kubernetes_1_33() -> anyhow::Result<()> {
 
 #[test]
 fn a_rendered_site_has_no_high_or_critical_misconfiguration() -> anyhow::Result<()> {
-    let trivy = tool("trivy")?;
     let site = render("ai-factory")?;
-    let (ok, out, err) = run(
-        &trivy,
-        &[
-            "config",
-            "--skip-check-update",
-            "--quiet",
-            "--severity",
-            "HIGH,CRITICAL",
-            "--exit-code",
-            "1",
-            site.to_str().unwrap(),
-        ],
-    )?;
-    assert!(
-        ok,
-        "trivy found HIGH or CRITICAL misconfigurations:\n{out}\n{err}"
-    );
-    Ok(())
+    assert_no_high_or_critical_misconfiguration(site.to_str().unwrap(), &[])
 }

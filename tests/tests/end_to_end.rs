@@ -10,7 +10,8 @@ use std::time::Duration;
 
 use fabbrica_crds::v1alpha1::Factory;
 use fabbrica_tests::{
-    client, fabbrica, install_crds, kubeconfig_path, kubectl, repo_root, run, scratch_dir, tool,
+    client, fabbrica, install_crds, kubeconfig_path, kubectl, register_ready_node, repo_root, run,
+    scratch_dir, tool,
 };
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Node;
@@ -208,16 +209,9 @@ async fn create_nodes(
             async move {
                 let mut labels = selector;
                 labels.insert("fabbrica-tests/run".into(), run.to_owned());
-                let node: Node = serde_json::from_value(json!({"metadata": {"name": name, "labels": labels}}))?;
-                nodes.create(&PostParams::default(), &node).await?;
-                let status = json!({"status": {
-                    "allocatable": {"nvidia.com/gpu": gpus, "cpu": "220", "memory": "2000Gi"},
-                    "capacity": {"nvidia.com/gpu": gpus, "cpu": "224", "memory": "2Ti"},
-                    "conditions": [{"type": "Ready", "status": "True", "reason": "KubeletReady", "message": "test",
-                        "lastHeartbeatTime": "2026-01-01T00:00:00Z", "lastTransitionTime": "2026-01-01T00:00:00Z"}],
-                }});
-                nodes.patch_status(&name, &PatchParams::default(), &Patch::Merge(&status)).await?;
-                anyhow::Ok(())
+                let node: Node =
+                    serde_json::from_value(json!({"metadata": {"name": name, "labels": labels}}))?;
+                register_ready_node(&nodes, &node, &gpus).await
             }
         })
         .buffer_unordered(16)

@@ -14,7 +14,7 @@ use fabbrica_operator::clock::SystemClock;
 use fabbrica_operator::http::Readiness;
 use fabbrica_operator::metrics::Metrics;
 use fabbrica_operator::nodes::TAINTS_ANNOTATION;
-use fabbrica_tests::{client, eventually, unique_name};
+use fabbrica_tests::{client, eventually, register_ready_node, unique_name};
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{ConfigMap, Event, Namespace, Node};
 use k8s_openapi::api::storage::v1::StorageClass;
@@ -123,15 +123,7 @@ async fn create_nodes(client: &Client, run: &str) -> anyhow::Result<Vec<String>>
                         json!({"taints": [{"key": "example.com/maintenance", "value": "soon", "effect": "PreferNoSchedule"}]}),
                     )?);
                 }
-                api.create(&PostParams::default(), &node).await?;
-                let status = json!({"status": {
-                    "capacity": {labels::GPU_RESOURCE: allocatable.to_string(), "cpu": "224", "memory": "2Ti"},
-                    "allocatable": {labels::GPU_RESOURCE: allocatable.to_string(), "cpu": "220", "memory": "2000Gi"},
-                    "conditions": [{"type": "Ready", "status": "True", "reason": "KubeletReady", "message": "test",
-                        "lastHeartbeatTime": "2026-01-01T00:00:00Z", "lastTransitionTime": "2026-01-01T00:00:00Z"}],
-                }});
-                api.patch_status(&name, &PatchParams::default(), &Patch::Merge(&status)).await?;
-                anyhow::Ok(())
+                register_ready_node(&api, &node, &allocatable.to_string()).await
             }
         })
         .buffer_unordered(16)

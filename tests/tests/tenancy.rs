@@ -218,6 +218,49 @@ fn names<K: kube::Resource>(items: &[K]) -> Vec<String> {
     names
 }
 
+/// One Factory with one Ready Workspace (single member), and the operator running for it:
+/// where the notebook tests start.
+struct OneWorkspace {
+    client: Client,
+    factory_name: String,
+    ws_name: String,
+    namespace: String,
+    workspaces: Api<Workspace>,
+    environments: Api<JupyterEnvironment>,
+    operator: Operator,
+}
+
+async fn one_workspace(prefix: &str, member: &str) -> anyhow::Result<OneWorkspace> {
+    let client = client().await?;
+    install_crds(&client).await?;
+    let factory_name = unique_name(prefix);
+    let ws_name = format!("{factory_name}-ws");
+    let namespace = format!("ws-{ws_name}");
+    apply(
+        &Api::<Factory>::all(client.clone()),
+        &factory(&factory_name)?,
+    )
+    .await?;
+    let workspaces = Api::<Workspace>::all(client.clone());
+    apply(
+        &workspaces,
+        &workspace(&ws_name, &factory_name, &namespace, member)?,
+    )
+    .await?;
+    let operator = Operator::start(&client, &factory_name);
+    ready_workspace(&workspaces, &ws_name).await?;
+    let environments = Api::<JupyterEnvironment>::namespaced(client.clone(), &namespace);
+    Ok(OneWorkspace {
+        client,
+        factory_name,
+        ws_name,
+        namespace,
+        workspaces,
+        environments,
+        operator,
+    })
+}
+
 /// Deletes a Factory and waits until the operator, still running, has released it.
 async fn delete_factory(client: &Client, name: &str) -> anyhow::Result<()> {
     let api = Api::<Factory>::all(client.clone());
@@ -452,25 +495,15 @@ async fn two_workspaces_are_isolated_namespaces_with_quota_policies_and_bindings
 #[tokio::test]
 async fn a_jupyter_environment_gets_its_notebook_and_keeps_its_token_across_restarts()
 -> anyhow::Result<()> {
-    let client = client().await?;
-    install_crds(&client).await?;
-    let factory_name = unique_name("nb");
-    let ws_name = format!("{factory_name}-ws");
-    let namespace = format!("ws-{ws_name}");
-    apply(
-        &Api::<Factory>::all(client.clone()),
-        &factory(&factory_name)?,
-    )
-    .await?;
-    let workspaces = Api::<Workspace>::all(client.clone());
-    apply(
-        &workspaces,
-        &workspace(&ws_name, &factory_name, &namespace, "carla@example.eu")?,
-    )
-    .await?;
-    let operator = Operator::start(&client, &factory_name);
-    ready_workspace(&workspaces, &ws_name).await?;
-    let environments = Api::<JupyterEnvironment>::namespaced(client.clone(), &namespace);
+    let OneWorkspace {
+        client,
+        factory_name,
+        ws_name,
+        namespace,
+        workspaces,
+        environments,
+        operator,
+    } = one_workspace("nb", "carla@example.eu").await?;
     apply(
         &environments,
         &environment("carla", &namespace, "pytorch", 2)?,
@@ -596,25 +629,15 @@ async fn a_jupyter_environment_gets_its_notebook_and_keeps_its_token_across_rest
 #[tokio::test]
 async fn profiles_beyond_quota_or_outside_the_catalog_are_refused_and_create_nothing()
 -> anyhow::Result<()> {
-    let client = client().await?;
-    install_crds(&client).await?;
-    let factory_name = unique_name("ref");
-    let ws_name = format!("{factory_name}-ws");
-    let namespace = format!("ws-{ws_name}");
-    apply(
-        &Api::<Factory>::all(client.clone()),
-        &factory(&factory_name)?,
-    )
-    .await?;
-    let workspaces = Api::<Workspace>::all(client.clone());
-    apply(
-        &workspaces,
-        &workspace(&ws_name, &factory_name, &namespace, "dario@example.eu")?,
-    )
-    .await?;
-    let operator = Operator::start(&client, &factory_name);
-    ready_workspace(&workspaces, &ws_name).await?;
-    let environments = Api::<JupyterEnvironment>::namespaced(client.clone(), &namespace);
+    let OneWorkspace {
+        client,
+        factory_name,
+        ws_name,
+        namespace,
+        workspaces,
+        environments,
+        operator,
+    } = one_workspace("ref", "dario@example.eu").await?;
     // The catalog allows 8 GPUs on the pool, the workspace's quota only 2.
     apply(
         &environments,
@@ -695,25 +718,15 @@ async fn profiles_beyond_quota_or_outside_the_catalog_are_refused_and_create_not
 
 #[tokio::test]
 async fn deleting_a_workspace_leaves_nothing_of_it_behind() -> anyhow::Result<()> {
-    let client = client().await?;
-    install_crds(&client).await?;
-    let factory_name = unique_name("del");
-    let ws_name = format!("{factory_name}-ws");
-    let namespace = format!("ws-{ws_name}");
-    apply(
-        &Api::<Factory>::all(client.clone()),
-        &factory(&factory_name)?,
-    )
-    .await?;
-    let workspaces = Api::<Workspace>::all(client.clone());
-    apply(
-        &workspaces,
-        &workspace(&ws_name, &factory_name, &namespace, "elena@example.eu")?,
-    )
-    .await?;
-    let operator = Operator::start(&client, &factory_name);
-    ready_workspace(&workspaces, &ws_name).await?;
-    let environments = Api::<JupyterEnvironment>::namespaced(client.clone(), &namespace);
+    let OneWorkspace {
+        client,
+        factory_name,
+        ws_name,
+        namespace,
+        workspaces,
+        environments,
+        operator,
+    } = one_workspace("del", "elena@example.eu").await?;
     apply(
         &environments,
         &environment("elena", &namespace, "pytorch", 1)?,
