@@ -275,7 +275,7 @@ pub async fn apply_nodes(
         .chain(&assignment.release)
         .collect();
     let facts = ctx.nodes.facts_of(targets.iter().copied());
-    let mut changes: Vec<(String, NodeChange)> = targets
+    let changes: Vec<(String, NodeChange)> = targets
         .into_iter()
         .filter_map(|name| {
             let meta = metas.get(name)?;
@@ -283,39 +283,42 @@ pub async fn apply_nodes(
             (change != NodeChange::None).then(|| (name.clone(), change))
         })
         .collect();
-    if changes.is_empty() {
-        return Ok(());
-    }
     let unknown: std::collections::BTreeSet<&String> = changes
         .iter()
         .filter(|(_, change)| *change == NodeChange::NeedsFacts)
         .map(|(name, _)| name)
         .collect();
-    if !unknown.is_empty() {
-        let read = read_facts(ctx, selectors, &unknown).await?;
-        for (name, change) in &mut changes {
-            if *change == NodeChange::NeedsFacts {
+    let read = if unknown.is_empty() {
+        std::collections::HashMap::new()
+    } else {
+        read_facts(ctx, selectors, &unknown).await?
+    };
+    let writes: Vec<(String, Value)> = changes
+        .into_iter()
+        .filter_map(|(name, change)| {
+            let change = match change {
                 // A Node the lists missed appeared since; its watch event reconciles again.
-                *change = read
-                    .get(name.as_str())
-                    .map_or(NodeChange::None, |(meta, facts)| {
-                        plan_node(name, assignment.desired.get(name), meta, Some(facts))
-                    });
-            }
-        }
-        changes.retain(|(_, change)| *change != NodeChange::None);
-    }
-    tracing::info!(nodes = changes.len(), "updating node labels and taints");
-    let api = Api::<Node>::all(ctx.client.clone());
-    futures::stream::iter(changes)
-        .map(|(name, change)| {
-            let api = api.clone();
-            async move {
-                match change {
-                    NodeChange::Apply(body) => write_node(ctx, &api, &name, &body).await,
-                    NodeChange::None | NodeChange::NeedsFacts => Ok(()),
+                NodeChange::NeedsFacts => {
+                    let (meta, facts) = read.get(name.as_str())?;
+                    plan_node(&name, assignment.desired.get(&name), meta, Some(facts))
                 }
+                known => known,
+            };
+            match change {
+                NodeChange::Apply(body) => Some((name, body)),
+                NodeChange::None | NodeChange::NeedsFacts => None,
             }
+        })
+        .collect();
+    if writes.is_empty() {
+        return Ok(());
+    }
+    tracing::info!(nodes = writes.len(), "updating node labels and taints");
+    let api = Api::<Node>::all(ctx.client.clone());
+    futures::stream::iter(writes)
+        .map(|(name, body)| {
+            let api = api.clone();
+            async move { write_node(ctx, &api, &name, &body).await }
         })
         .buffer_unordered(ctx.settings.node_concurrency)
         // Every write is attempted; the first failure is reported and the reconcile retries.

@@ -208,14 +208,7 @@ async fn apply(factory: &Factory, ctx: &Context) -> Result<Action> {
         .spec
         .gpu_pools
         .iter()
-        .map(|pool| {
-            let terms: Vec<String> = pool
-                .node_selector
-                .iter()
-                .map(|(k, v)| format!("{k}={v}"))
-                .collect();
-            terms.join(",")
-        })
+        .map(placement::label_selector)
         .collect();
     apply::apply_nodes(ctx, &assignment, &metas, &selectors).await?;
     // status

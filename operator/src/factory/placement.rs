@@ -53,6 +53,17 @@ fn matches(pool: &GpuPool, node: &NodeMeta) -> bool {
         .all(|(k, v)| node.labels.get(k) == Some(v))
 }
 
+/// The pool's node selector as a label selector for the API server (`k=v,k2=v2`), selecting
+/// the Nodes [`matches`] does.
+pub fn label_selector(pool: &GpuPool) -> String {
+    let terms: Vec<String> = pool
+        .node_selector
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
+    terms.join(",")
+}
+
 /// The GPU Operator's MIG layout label value for a pool.
 pub fn mig_config(pool: &GpuPool) -> String {
     match pool.sharing.as_ref().and_then(|s| s.mig.as_ref()) {
