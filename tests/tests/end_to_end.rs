@@ -15,7 +15,7 @@ use fabbrica_tests::{
 };
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Node;
-use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, DeleteParams};
 use serde_json::{Value, json};
 
 const OPERATOR_USER: &str = "system:serviceaccount:fabbrica-system:fabbrica-operator";

@@ -500,7 +500,7 @@ async fn a_jupyter_environment_gets_its_notebook_and_keeps_its_token_across_rest
         factory_name,
         ws_name,
         namespace,
-        workspaces,
+        workspaces: _,
         environments,
         operator,
     } = one_workspace("nb", "carla@example.eu").await?;
@@ -634,7 +634,7 @@ async fn profiles_beyond_quota_or_outside_the_catalog_are_refused_and_create_not
         factory_name,
         ws_name,
         namespace,
-        workspaces,
+        workspaces: _,
         environments,
         operator,
     } = one_workspace("ref", "dario@example.eu").await?;
