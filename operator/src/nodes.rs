@@ -33,6 +33,10 @@ use crate::FIELD_MANAGER;
 /// removes exactly those and never a taint someone else set.
 pub const TAINTS_ANNOTATION: &str = "fabbrica.io/taints";
 
+/// Every Node's selection view, by name. A copy shares the views: it costs a name and a pointer per
+/// Node, not the labels.
+pub type NodeMetas = HashMap<String, Arc<NodeMeta>>;
+
 /// A Node as pool selection sees it.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct NodeMeta {
@@ -131,6 +135,27 @@ impl NodeFacts {
     }
 }
 
+/// What a reconcile reads of a projected item: a change that leaves it equal triggers nothing.
+trait Significant {
+    /// Whether a reconcile would see no difference between the two.
+    fn same(&self, other: &Self) -> bool;
+}
+
+impl Significant for Arc<NodeMeta> {
+    fn same(&self, other: &Self) -> bool {
+        self == other
+    }
+}
+
+impl Significant for NodeFacts {
+    /// The resourceVersion is left out: a kubelet's status report changes it on every Node every
+    /// few minutes, which at 12,500 Nodes would reconcile the Factories many times a second for
+    /// nothing. It is still stored, for the next taint write's precondition.
+    fn same(&self, other: &Self) -> bool {
+        self.ready == other.ready && self.gpus == other.gpus && self.taints == other.taints
+    }
+}
+
 /// A projection kept up to date from a watch stream.
 #[derive(Debug)]
 struct Projection<T> {
@@ -149,12 +174,12 @@ impl<T> Default for Projection<T> {
     }
 }
 
-impl<T: PartialEq> Projection<T> {
-    /// Applies one event; `true` when what the projection holds changed.
+impl<T: Significant> Projection<T> {
+    /// Applies one event; `true` when what the projection holds changed in a way a reconcile sees.
     fn apply(&mut self, event: Event<(String, T)>) -> bool {
         match event {
             Event::Apply((name, item)) => {
-                let changed = self.items.get(&name) != Some(&item);
+                let changed = self.items.get(&name).is_none_or(|old| !old.same(&item));
                 self.items.insert(name, item);
                 changed
             }
@@ -168,7 +193,12 @@ impl<T: PartialEq> Projection<T> {
                 false
             }
             Event::InitDone => {
-                let changed = !self.synced || self.building != self.items;
+                let changed = !self.synced
+                    || self.building.len() != self.items.len()
+                    || self
+                        .building
+                        .iter()
+                        .any(|(name, new)| self.items.get(name).is_none_or(|old| !old.same(new)));
                 self.items = std::mem::take(&mut self.building);
                 self.synced = true;
                 changed
@@ -180,7 +210,7 @@ impl<T: PartialEq> Projection<T> {
 /// The operator's view of Nodes, shared by its controllers.
 #[derive(Debug, Default)]
 pub struct NodeIndex {
-    meta: RwLock<Projection<NodeMeta>>,
+    meta: RwLock<Projection<Arc<NodeMeta>>>,
     facts: RwLock<Projection<NodeFacts>>,
 }
 
@@ -191,7 +221,7 @@ impl NodeIndex {
     }
 
     /// A copy of every Node's selection view.
-    pub fn metas(&self) -> HashMap<String, NodeMeta> {
+    pub fn metas(&self) -> NodeMetas {
         self.meta
             .read()
             .map(|m| m.items.clone())
@@ -230,7 +260,7 @@ impl NodeIndex {
         if let Ok(mut meta) = self.meta.write() {
             meta.apply(Event::Apply((
                 name.clone(),
-                NodeMeta::from_meta(&node.metadata),
+                Arc::new(NodeMeta::from_meta(&node.metadata)),
             )));
         }
         if let Ok(mut facts) = self.facts.write() {
@@ -243,7 +273,9 @@ impl NodeIndex {
     }
 
     fn apply_meta(&self, event: Event<PartialObjectMeta<Node>>) -> bool {
-        let event = map_event(event, |m| (m.name_any(), NodeMeta::from_meta(&m.metadata)));
+        let event = map_event(event, |m| {
+            (m.name_any(), Arc::new(NodeMeta::from_meta(&m.metadata)))
+        });
         self.meta.write().is_ok_and(|mut p| p.apply(event))
     }
 
@@ -352,6 +384,28 @@ mod tests {
         assert_eq!(node.owned_labels, BTreeSet::from([labels::POOL.to_owned()]));
         assert!(node.owns_taints && node.owns_taint_record);
         assert_eq!(node.labels.len(), 2);
+    }
+
+    impl Significant for u32 {
+        fn same(&self, other: &Self) -> bool {
+            self == other
+        }
+    }
+
+    #[test]
+    fn a_status_report_that_changes_only_the_resource_version_triggers_nothing() {
+        let mut p = Projection::<NodeFacts>::default();
+        let facts = |rv: &str, ready: bool| NodeFacts {
+            resource_version: rv.into(),
+            ready,
+            gpus: 8,
+            taints: Vec::new(),
+        };
+        assert!(p.apply(Event::Apply(("n".into(), facts("1", true)))));
+        assert!(!p.apply(Event::Apply(("n".into(), facts("2", true)))));
+        // Stored all the same: the next taint write's precondition is the newest version.
+        assert_eq!(p.items["n"].resource_version, "2");
+        assert!(p.apply(Event::Apply(("n".into(), facts("3", false)))));
     }
 
     #[test]

@@ -158,6 +158,26 @@ fn audit_counts(audit: &Path, from: u64) -> anyhow::Result<(usize, usize, u64)> 
     Ok((requests, writes, end))
 }
 
+/// CPU time (user and system, all threads) a process has used, in seconds. `/proc/PID/stat`
+/// counts it in USER_HZ ticks, 100 a second on Linux.
+fn cpu_seconds(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name may hold spaces; fields resume after its closing parenthesis.
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let ticks = |i: usize| fields.get(i)?.parse::<f64>().ok();
+    // utime and stime are fields 14 and 15 of stat(5), 12 and 13 after the name.
+    Some((ticks(11)? + ticks(12)?) / 100.0)
+}
+
+/// CPU seconds used so far by the control plane's API server and etcd together.
+fn control_plane_cpu(state: &Path) -> f64 {
+    ["kube-apiserver", "etcd"]
+        .iter()
+        .filter_map(|name| std::fs::read_to_string(state.join(format!("{name}.pid"))).ok())
+        .filter_map(|pid| cpu_seconds(pid.trim().parse().ok()?))
+        .sum()
+}
+
 fn peak_rss_mib(pid: u32) -> Option<f64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let kb: f64 = status
@@ -205,13 +225,16 @@ async fn main() -> anyhow::Result<()> {
     register_nodes(&client, nodes).await?;
     eprintln!("registered in {:.1} s", started.elapsed().as_secs_f64());
 
+    let cpu_before = control_plane_cpu(&state);
     let (patched, baseline) = plain_patch_loop(&client).await?;
+    let baseline_server_cpu = control_plane_cpu(&state) - cpu_before;
     eprintln!(
         "plain loop: {patched} label patches in {:.1} s",
         baseline.as_secs_f64()
     );
 
     let (_, _, offset) = audit_counts(&audit, 0)?;
+    let cpu_before = control_plane_cpu(&state);
     let started = Instant::now();
     let mut operator = Command::new(&operator_bin)
         .args([
@@ -271,6 +294,8 @@ async fn main() -> anyhow::Result<()> {
         );
         tokio::time::sleep(Duration::from_millis(250)).await;
     };
+    let server_cpu = control_plane_cpu(&state) - cpu_before;
+    let operator_cpu = cpu_seconds(operator.id());
     let (requests, writes, offset) = audit_counts(&audit, offset)?;
     eprintln!(
         "converged in {:.1} s; steady state for 60 s ...",
@@ -300,6 +325,13 @@ async fn main() -> anyhow::Result<()> {
     println!(
         "| operator peak RSS | {} |",
         rss.map_or("n/a".into(), |m| format!("{m:.0} MiB"))
+    );
+    println!(
+        "| CPU of API server and etcd: plain loop / operator to ready | {baseline_server_cpu:.1} s / {server_cpu:.1} s |"
+    );
+    println!(
+        "| operator CPU, start to ready | {} |",
+        operator_cpu.map_or("n/a".into(), |s| format!("{s:.1} s"))
     );
     println!("| API requests during convergence | {requests} |");
     println!("| API writes during convergence | {writes} |");

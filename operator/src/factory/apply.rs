@@ -1,11 +1,11 @@
 //! Writes: children by server-side apply (only when they differ), stale children deleted, Nodes
 //! labelled and tainted. Every write is counted in the `api_writes` metric.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Debug;
 
 use fabbrica_crds::labels;
-use futures::StreamExt;
+use futures::{SinkExt, StreamExt};
 use k8s_openapi::api::core::v1::{ConfigMap, Node};
 use k8s_openapi::api::storage::v1::StorageClass;
 use kube::api::{DeleteParams, DynamicObject, ListParams, Patch, PatchParams};
@@ -20,7 +20,7 @@ use super::build::{self, NodeChange, plan_node};
 use super::placement::Assignment;
 use super::status::Observed;
 use super::validate::ValidatedFactory;
-use crate::nodes::{NodeFacts, NodeMeta};
+use crate::nodes::{NodeFacts, NodeMeta, NodeMetas};
 use crate::{Error, FIELD_MANAGER, Result};
 
 /// The Multus API group.
@@ -227,30 +227,41 @@ async fn write_node(ctx: &Context, api: &Api<Node>, name: &str, body: &Value) ->
 /// Pages of Nodes read at once when many Nodes outside the facts watch need their taints.
 const LIST_PAGE: u32 = 500;
 
-/// The selection view and the facts of the `wanted` Nodes (outside the facts watch, since fabbrica
-/// does not manage them yet), read with one paged list per pool selector instead of a GET per
-/// Node: labelling a new pool costs a request per 500 Nodes, not one per Node. Each page is
-/// projected and dropped.
+/// A page of Nodes outside the facts watch (fabbrica does not manage them yet), projected to what
+/// planning needs; the full objects are dropped with the page.
+type FactsPage = Vec<(String, NodeMeta, NodeFacts)>;
+
+/// Reads the `wanted` Nodes with one paged list per pool selector instead of a GET per Node
+/// (labelling a new pool costs a request per 500 Nodes, not one per Node) and sends each page's
+/// wanted Nodes on `pages` as soon as it arrives, so writes start before the last page is read.
 async fn read_facts(
     ctx: &Context,
     selectors: &[String],
-    wanted: &std::collections::BTreeSet<&String>,
-) -> Result<std::collections::HashMap<String, (NodeMeta, NodeFacts)>> {
+    wanted: &BTreeSet<&String>,
+    mut pages: futures::channel::mpsc::Sender<Result<FactsPage>>,
+) {
     let api = Api::<Node>::all(ctx.client.clone());
-    let mut out = std::collections::HashMap::new();
     for selector in selectors {
         let mut params = ListParams::default().labels(selector).limit(LIST_PAGE);
         loop {
-            let page = api.list(&params).await?;
-            for node in &page.items {
-                let name = node.name_any();
-                if wanted.contains(&name) {
-                    let seen = (
-                        NodeMeta::from_meta(&node.metadata),
-                        NodeFacts::from_node(node),
-                    );
-                    out.insert(name, seen);
+            let page = match api.list(&params).await {
+                Ok(page) => page,
+                Err(err) => {
+                    let _ = pages.send(Err(err.into())).await;
+                    return;
                 }
+            };
+            let seen: FactsPage = page
+                .items
+                .iter()
+                .filter(|node| wanted.contains(&node.name_any()))
+                .map(|node| {
+                    let meta = NodeMeta::from_meta(&node.metadata);
+                    (node.name_any(), meta, NodeFacts::from_node(node))
+                })
+                .collect();
+            if pages.send(Ok(seen)).await.is_err() {
+                return;
             }
             match page.metadata.continue_.filter(|token| !token.is_empty()) {
                 Some(token) => params = params.continue_token(&token),
@@ -258,15 +269,15 @@ async fn read_facts(
             }
         }
     }
-    Ok(out)
 }
 
 /// Labels and taints the Factory's Nodes and releases those it no longer claims. `selectors`
-/// (the pools' node selectors) find the Nodes to read when many lack facts.
+/// (the pools' node selectors) find the Nodes to read when some lack facts; their writes start
+/// with the first page read.
 pub async fn apply_nodes(
     ctx: &Context,
     assignment: &Assignment,
-    metas: &std::collections::HashMap<String, NodeMeta>,
+    metas: &NodeMetas,
     selectors: &[String],
 ) -> Result<()> {
     let targets: Vec<&String> = assignment
@@ -275,56 +286,79 @@ pub async fn apply_nodes(
         .chain(&assignment.release)
         .collect();
     let facts = ctx.nodes.facts_of(targets.iter().copied());
-    let changes: Vec<(String, NodeChange)> = targets
-        .into_iter()
-        .filter_map(|name| {
-            let meta = metas.get(name)?;
-            let change = plan_node(name, assignment.desired.get(name), meta, facts.get(name));
-            (change != NodeChange::None).then(|| (name.clone(), change))
-        })
-        .collect();
-    let unknown: std::collections::BTreeSet<&String> = changes
-        .iter()
-        .filter(|(_, change)| *change == NodeChange::NeedsFacts)
-        .map(|(name, _)| name)
-        .collect();
-    let read = if unknown.is_empty() {
-        std::collections::HashMap::new()
-    } else {
-        read_facts(ctx, selectors, &unknown).await?
-    };
-    let writes: Vec<(String, Value)> = changes
-        .into_iter()
-        .filter_map(|(name, change)| {
-            let change = match change {
-                // A Node the lists missed appeared since; its watch event reconciles again.
-                NodeChange::NeedsFacts => {
-                    let (meta, facts) = read.get(name.as_str())?;
-                    plan_node(&name, assignment.desired.get(&name), meta, Some(facts))
-                }
-                known => known,
-            };
-            match change {
-                NodeChange::Apply(body) => Some((name, body)),
-                NodeChange::None | NodeChange::NeedsFacts => None,
+    let mut known = Vec::new();
+    let mut unknown = BTreeSet::new();
+    for name in targets {
+        let Some(meta) = metas.get(name) else {
+            continue;
+        };
+        match plan_node(assignment.desired.get(name), meta, facts.get(name)) {
+            NodeChange::None => {}
+            NodeChange::NeedsFacts => {
+                unknown.insert(name);
             }
-        })
-        .collect();
-    if writes.is_empty() {
+            NodeChange::Apply(change) => known.push((name.clone(), change)),
+        }
+    }
+    if known.is_empty() && unknown.is_empty() {
         return Ok(());
     }
-    tracing::info!(nodes = writes.len(), "updating node labels and taints");
+    tracing::info!(
+        nodes = known.len() + unknown.len(),
+        to_read = unknown.len(),
+        "updating node labels and taints"
+    );
+    let started = std::time::Instant::now();
+    let (sender, pages) = futures::channel::mpsc::channel(1);
+    // The sender is dropped when reading ends, which ends the stream of writes.
+    let reading = async move {
+        if unknown.is_empty() {
+            drop(sender);
+        } else {
+            read_facts(ctx, selectors, &unknown, sender).await;
+        }
+    };
+    // A Node the lists missed appeared since; its watch event reconciles again.
+    let read = pages
+        .map(|page: Result<FactsPage>| {
+            let page = page.map(|page| {
+                page.into_iter().filter_map(|(name, meta, facts)| {
+                    match plan_node(assignment.desired.get(&name), &meta, Some(&facts)) {
+                        NodeChange::Apply(change) => Some(Ok((name, change))),
+                        NodeChange::None | NodeChange::NeedsFacts => None,
+                    }
+                })
+            });
+            match page {
+                Ok(writes) => futures::stream::iter(writes).left_stream(),
+                Err(err) => futures::stream::once(async { Err(err) }).right_stream(),
+            }
+        })
+        .flatten();
     let api = Api::<Node>::all(ctx.client.clone());
-    futures::stream::iter(writes)
-        .map(|(name, body)| {
+    let writing = futures::stream::iter(known.into_iter().map(Ok))
+        .chain(read)
+        .map(|write| {
             let api = api.clone();
-            async move { write_node(ctx, &api, &name, &body).await }
+            async move {
+                let (name, change) = write?;
+                let body = change.body(&name, assignment.desired.get(&name));
+                write_node(ctx, &api, &name, &body).await
+            }
         })
         .buffer_unordered(ctx.settings.node_concurrency)
         // Every write is attempted; the first failure is reported and the reconcile retries.
-        .collect::<Vec<Result<()>>>()
-        .await
-        .into_iter()
-        .collect::<Result<Vec<()>>>()?;
-    Ok(())
+        .fold((0usize, None), |(written, first), result| async move {
+            match result {
+                Ok(()) => (written + 1, first),
+                Err(err) => (written, first.or(Some(err))),
+            }
+        });
+    let ((), (written, failure)) = futures::join!(reading, writing);
+    tracing::info!(
+        nodes = written,
+        seconds = started.elapsed().as_secs_f64(),
+        "node labels and taints updated"
+    );
+    failure.map_or(Ok(()), Err)
 }

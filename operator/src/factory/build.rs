@@ -253,12 +253,45 @@ pub enum NodeChange {
     None,
     /// Its taints must be rewritten but its current taints are not known; read it, then plan again.
     NeedsFacts,
-    /// Apply this body (server-side apply, forced, with a resourceVersion precondition when it
-    /// carries taints).
-    Apply(Value),
+    /// Apply this (server-side apply, forced, with a resourceVersion precondition when it carries
+    /// taints).
+    Apply(NodeApply),
 }
 
+/// One Node write, kept as data until it is sent: a JSON body per Node, held for every Node of a
+/// gigafactory at once, would cost tens of MiB. The labels are the [`DesiredNode`]'s, read when
+/// the body is built.
+#[derive(Clone, Debug, PartialEq)]
+pub struct NodeApply {
+    /// The value of [`TAINTS_ANNOTATION`], when fabbrica taints the Node.
+    pub taint_record: Option<String>,
+    /// The whole `spec.taints` list and the resourceVersion it was built from, when fabbrica owns
+    /// or takes the list.
+    pub taints: Option<(String, Vec<Taint>)>,
+}
+
+impl NodeApply {
+    /// The server-side apply body for the Node `name`, desired as `desired` (`None`: released).
+    pub fn body(&self, name: &str, desired: Option<&DesiredNode>) -> Value {
+        let labels = desired.map_or(&NO_LABELS, |d| &d.labels);
+        let mut metadata = json!({"name": name, "labels": labels});
+        if let Some(record) = &self.taint_record {
+            metadata["annotations"] = json!({TAINTS_ANNOTATION: record});
+        }
+        let mut body = json!({"apiVersion": "v1", "kind": "Node", "metadata": metadata});
+        if let Some((resource_version, taints)) = &self.taints {
+            body["metadata"]["resourceVersion"] = json!(resource_version);
+            body["spec"] = json!({"taints": taints});
+        }
+        body
+    }
+}
+
+/// What a Node released by every pool should carry: nothing of fabbrica's.
+static NO_LABELS: BTreeMap<String, String> = BTreeMap::new();
+
 /// Plans one Node: labels by server-side apply, taints by rewriting the atomic `spec.taints` list.
+/// `desired` is `None` for a Node to release.
 ///
 /// `spec.taints` is an atomic list, so whoever applies it owns all of it. fabbrica therefore applies
 /// the whole list, built from the Node's current taints minus the ones it recorded as its own plus
@@ -266,24 +299,19 @@ pub enum NodeChange {
 /// fail and the reconcile retry). Once fabbrica owns the list it always sends it, because an apply
 /// that left it out would delete every taint on the Node.
 pub fn plan_node(
-    name: &str,
     desired: Option<&DesiredNode>,
     meta: &NodeMeta,
     facts: Option<&NodeFacts>,
 ) -> NodeChange {
-    let empty = DesiredNode::default();
-    let desired = desired.unwrap_or(&empty);
-    let labels_in_sync = meta.owned_labels.iter().eq(desired.labels.keys())
-        && desired
-            .labels
-            .iter()
-            .all(|(k, v)| meta.labels.get(k) == Some(v));
-    let record = (!desired.taints.is_empty()).then(|| taint_record(&desired.taints));
+    let (labels, wanted): (&BTreeMap<String, String>, &[Taint]) =
+        desired.map_or((&NO_LABELS, &[]), |d| (&d.labels, &d.taints));
+    let labels_in_sync = meta.owned_labels.iter().eq(labels.keys())
+        && labels.iter().all(|(k, v)| meta.labels.get(k) == Some(v));
+    let record = (!wanted.is_empty()).then(|| taint_record(wanted));
     let record_in_sync = meta.taint_record == record && meta.owns_taint_record == record.is_some();
     let taints_present = match facts {
-        _ if desired.taints.is_empty() => true,
-        Some(facts) => desired
-            .taints
+        _ if wanted.is_empty() => true,
+        Some(facts) => wanted
             .iter()
             .all(|d| facts.taints.iter().any(|t| same_taint(t, d))),
         None => false,
@@ -291,22 +319,16 @@ pub fn plan_node(
     if labels_in_sync && record_in_sync && taints_present {
         return NodeChange::None;
     }
-    let mut metadata = json!({"name": name, "labels": desired.labels});
-    if let Some(record) = &record {
-        metadata["annotations"] = json!({TAINTS_ANNOTATION: record});
-    }
-    let mut body = json!({"apiVersion": "v1", "kind": "Node", "metadata": metadata});
     let previous = meta
         .taint_record
         .as_deref()
         .map(parse_taint_record)
         .unwrap_or_default();
-    if meta.owns_taints || !desired.taints.is_empty() || !previous.is_empty() {
+    let taints = if meta.owns_taints || !wanted.is_empty() || !previous.is_empty() {
         let Some(facts) = facts else {
             return NodeChange::NeedsFacts;
         };
-        let replaced: BTreeSet<(String, String)> = desired
-            .taints
+        let replaced: BTreeSet<(String, String)> = wanted
             .iter()
             .map(|t| (t.key.clone(), t.effect.clone()))
             .chain(previous)
@@ -317,11 +339,15 @@ pub fn plan_node(
             .filter(|t| !replaced.contains(&(t.key.clone(), t.effect.clone())))
             .cloned()
             .collect();
-        taints.extend(desired.taints.iter().cloned());
-        body["metadata"]["resourceVersion"] = json!(facts.resource_version);
-        body["spec"] = json!({"taints": taints});
-    }
-    NodeChange::Apply(body)
+        taints.extend(wanted.iter().cloned());
+        Some((facts.resource_version.clone(), taints))
+    } else {
+        None
+    };
+    NodeChange::Apply(NodeApply {
+        taint_record: record,
+        taints,
+    })
 }
 
 #[cfg(test)]

@@ -1,13 +1,13 @@
 //! Which Node belongs to which pool, where it sits in the fabric, and what it should carry. Pure.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 
 use fabbrica_crds::labels;
 use fabbrica_crds::v1alpha1::{GpuPool, TopologySource};
 use k8s_openapi::api::core::v1::Taint;
 
 use super::validate::ValidatedFactory;
-use crate::nodes::NodeMeta;
+use crate::nodes::{NodeMeta, NodeMetas};
 
 /// Down-links of one leaf switch per rail (a 64-port switch, half down, half up): the Nodes of one leaf group.
 pub const LEAF_DOWNLINKS: usize = 32;
@@ -89,7 +89,7 @@ pub fn pool_taints(pool: &GpuPool) -> Vec<Taint> {
 }
 
 /// Matches Nodes to pools and places them in the fabric.
-pub fn assign(factory: &ValidatedFactory, nodes: &HashMap<String, NodeMeta>) -> Assignment {
+pub fn assign(factory: &ValidatedFactory, nodes: &NodeMetas) -> Assignment {
     let spec = &factory.spec;
     let mut out = Assignment::default();
     for pool in &spec.gpu_pools {
@@ -162,7 +162,7 @@ pub fn assign(factory: &ValidatedFactory, nodes: &HashMap<String, NodeMeta>) -> 
 
 fn place(
     factory: &ValidatedFactory,
-    nodes: &HashMap<String, NodeMeta>,
+    nodes: &NodeMetas,
     members: &BTreeMap<String, &GpuPool>,
 ) -> BTreeMap<String, Placement> {
     let topology = &factory.spec.fabric.topology;

@@ -1,4 +1,5 @@
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use fabbrica_crds::labels;
 use fabbrica_crds::v1alpha1::Factory;
@@ -7,7 +8,7 @@ use k8s_openapi::api::core::v1::Taint;
 use super::*;
 use crate::factory::placement::assign;
 use crate::factory::validate::validate;
-use crate::nodes::NodeMeta;
+use crate::nodes::{NodeMeta, NodeMetas};
 
 fn factory() -> ValidatedFactory {
     let factory: Factory =
@@ -22,14 +23,17 @@ fn node(gpu: &str) -> NodeMeta {
     }
 }
 
-fn nodes() -> HashMap<String, NodeMeta> {
-    HashMap::from([
-        ("a1".to_owned(), node("h100")),
-        ("a2".to_owned(), node("h100")),
-        ("b1".to_owned(), node("b200")),
-        ("b2".to_owned(), node("b200")),
-        ("cpu".to_owned(), node("none")),
-    ])
+fn nodes() -> NodeMetas {
+    [
+        ("a1", node("h100")),
+        ("a2", node("h100")),
+        ("b1", node("b200")),
+        ("b2", node("b200")),
+        ("cpu", node("none")),
+    ]
+    .into_iter()
+    .map(|(name, meta)| (name.to_owned(), Arc::new(meta)))
+    .collect()
 }
 
 #[test]
@@ -54,10 +58,10 @@ fn a_node_matching_two_pools_is_reported_not_labelled() {
     let mut nodes = nodes();
     nodes.insert(
         "both".into(),
-        NodeMeta {
+        Arc::new(NodeMeta {
             labels: BTreeMap::from([("gpu".to_owned(), "h100".to_owned())]),
             ..node("x")
-        },
+        }),
     );
     let mut factory = factory();
     factory.spec.gpu_pools[1].node_selector = BTreeMap::new();
@@ -142,9 +146,11 @@ fn taints_of_others_survive_and_ours_are_replaced() {
         taints: vec![taint("theirs", "NoSchedule"), taint("old", "NoExecute")],
         ..NodeFacts::default()
     };
-    let NodeChange::Apply(body) = plan_node("a1", Some(desired), &meta, Some(&facts)) else {
+    let NodeChange::Apply(apply) = plan_node(Some(desired), &meta, Some(&facts)) else {
         panic!()
     };
+    let body = apply.body("a1", Some(desired));
+    assert_eq!(body["metadata"]["name"], "a1");
     assert_eq!(body["metadata"]["resourceVersion"], "7");
     let keys: Vec<&str> = body["spec"]["taints"]
         .as_array()
@@ -166,7 +172,7 @@ fn a_node_in_sync_needs_no_write_and_an_unknown_one_is_read_first() {
     let desired = &assignment.desired["a1"];
     let mut meta = node("h100");
     assert_eq!(
-        plan_node("a1", Some(desired), &meta, None),
+        plan_node(Some(desired), &meta, None),
         NodeChange::NeedsFacts
     );
     meta.labels.extend(desired.labels.clone());
@@ -179,13 +185,14 @@ fn a_node_in_sync_needs_no_write_and_an_unknown_one_is_read_first() {
         ..NodeFacts::default()
     };
     assert_eq!(
-        plan_node("a1", Some(desired), &meta, Some(&facts)),
+        plan_node(Some(desired), &meta, Some(&facts)),
         NodeChange::None
     );
     // Released: labels go, our taint goes, the list is still sent because fabbrica owns it.
-    let NodeChange::Apply(body) = plan_node("a1", None, &meta, Some(&facts)) else {
+    let NodeChange::Apply(apply) = plan_node(None, &meta, Some(&facts)) else {
         panic!()
     };
+    let body = apply.body("a1", None);
     assert_eq!(body["spec"]["taints"], serde_json::json!([]));
     assert_eq!(body["metadata"]["labels"], serde_json::json!({}));
 }
