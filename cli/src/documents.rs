@@ -3,6 +3,7 @@
 
 use std::path::Path;
 
+use fabbrica_crds::site::SiteBlueprint;
 use fabbrica_crds::v1alpha1::{Factory, JupyterEnvironment, Workspace};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -17,6 +18,8 @@ pub enum Object {
     Workspace(Box<Workspace>),
     /// A JupyterEnvironment.
     JupyterEnvironment(Box<JupyterEnvironment>),
+    /// A site blueprint (the CLI's input, not a cluster object).
+    SiteBlueprint(Box<SiteBlueprint>),
 }
 
 /// One document of one file.
@@ -126,8 +129,10 @@ fn read_document(file: &str, index: usize, value: Value) -> (Document, Vec<Locat
     };
     let kind = text(&value, "kind");
     let api_version = text(&value, "apiVersion");
+    // A site blueprint has no metadata; its site names it.
     let name = value
         .pointer("/metadata/name")
+        .or_else(|| value.pointer("/spec/site/name"))
         .and_then(Value::as_str)
         .unwrap_or("<unnamed>");
     let label = if kind.is_empty() {
@@ -174,10 +179,13 @@ fn read_document(file: &str, index: usize, value: Value) -> (Document, Vec<Locat
             "JupyterEnvironment" => {
                 typed::<JupyterEnvironment>(value).map(|o| Object::JupyterEnvironment(Box::new(o)))
             }
+            "SiteBlueprint" => {
+                typed::<SiteBlueprint>(value).map(|o| Object::SiteBlueprint(Box::new(o)))
+            }
             other => Err((
                 "kind".to_owned(),
                 format!(
-                    "{other:?} is not a fabbrica kind; valid: Factory, Workspace, JupyterEnvironment"
+                    "{other:?} is not a fabbrica kind; valid: Factory, Workspace, JupyterEnvironment, SiteBlueprint"
                 ),
             )),
         };

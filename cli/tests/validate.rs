@@ -19,6 +19,8 @@ fn the_examples_are_valid() {
     for example in [
         "blueprints/examples/ai-factory.yaml",
         "blueprints/examples/gigafactory.yaml",
+        "blueprints/sites/ai-factory.yaml",
+        "blueprints/sites/gigafactory.yaml",
     ] {
         let (code, out) = fabbrica(&["validate", example]);
         assert_eq!(code, 0, "{example}: {out}");
@@ -45,6 +47,44 @@ fn json_output_is_one_parseable_report() {
         problems
             .iter()
             .any(|p| p["path"] == "spec.gpuPools[0].sharing.mig.profile" && p["document"] == 0)
+    );
+}
+
+#[test]
+fn a_site_blueprint_is_checked_like_the_cluster_kinds() {
+    let site = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../blueprints/sites/ai-factory.yaml"
+    ))
+    .expect("the example site");
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let problems = |text: String| {
+        assert_ne!(
+            text, site,
+            "the example still has the field this test breaks"
+        );
+        let file = dir.path().join("site.yaml");
+        std::fs::write(&file, text).expect("written");
+        let (code, out) = fabbrica(&["validate", "-o", "json", file.to_str().expect("utf-8")]);
+        assert_eq!(code, 1, "{out}");
+        let report: serde_json::Value = serde_json::from_str(&out).expect("one JSON document");
+        report["problems"]
+            .as_array()
+            .expect("a problem list")
+            .clone()
+    };
+    let bad_pue = problems(site.replace("pue: 1.3", "pue: 0.5"));
+    assert_eq!(bad_pue.len(), 1, "{bad_pue:?}");
+    assert_eq!(bad_pue[0]["path"], "spec.facility.pue");
+    assert_eq!(bad_pue[0]["object"], "SiteBlueprint/bologna");
+    let unknown = problems(site.replace("pue: 1.3", "pue: 1.3\n    cooling: liquid"));
+    assert_eq!(unknown[0]["path"], "spec.facility.cooling", "{unknown:?}");
+    assert!(
+        unknown[0]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("cooling"),
+        "{unknown:?}"
     );
 }
 

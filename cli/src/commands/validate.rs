@@ -11,7 +11,7 @@ use serde::Serialize;
 use crate::Output;
 use crate::documents::{self, Document, Located, Object};
 
-/// Check Factory, Workspace and JupyterEnvironment specs and list every problem.
+/// Check Factory, Workspace, JupyterEnvironment and SiteBlueprint specs and list every problem.
 ///
 /// Checks what the API server would (types, enums, ranges, patterns) and what it
 /// cannot (rules across fields and objects, the GPU catalog, quotas). Objects are
@@ -144,6 +144,7 @@ fn check_objects(documents: &[Document]) -> Vec<Located> {
                     report(d, validation::validate_jupyter(&j.spec, factory, workspace));
                 }
             }
+            Some(Object::SiteBlueprint(b)) => report(d, fabbrica_crds::site::validate(b)),
             None => {}
         }
     }
