@@ -175,11 +175,16 @@ impl<T> Default for Projection<T> {
 }
 
 impl<T: Significant> Projection<T> {
+    /// Whether `item` differs, as a reconcile sees it, from what `items` holds for `name`.
+    fn differs(items: &HashMap<String, T>, name: &str, item: &T) -> bool {
+        items.get(name).is_none_or(|old| !old.same(item))
+    }
+
     /// Applies one event; `true` when what the projection holds changed in a way a reconcile sees.
     fn apply(&mut self, event: Event<(String, T)>) -> bool {
         match event {
             Event::Apply((name, item)) => {
-                let changed = self.items.get(&name).is_none_or(|old| !old.same(&item));
+                let changed = Self::differs(&self.items, &name, &item);
                 self.items.insert(name, item);
                 changed
             }
@@ -198,7 +203,7 @@ impl<T: Significant> Projection<T> {
                     || self
                         .building
                         .iter()
-                        .any(|(name, new)| self.items.get(name).is_none_or(|old| !old.same(new)));
+                        .any(|(name, new)| Self::differs(&self.items, name, new));
                 self.items = std::mem::take(&mut self.building);
                 self.synced = true;
                 changed

@@ -254,10 +254,12 @@ async fn read_facts(
             let seen: FactsPage = page
                 .items
                 .iter()
-                .filter(|node| wanted.contains(&node.name_any()))
-                .map(|node| {
-                    let meta = NodeMeta::from_meta(&node.metadata);
-                    (node.name_any(), meta, NodeFacts::from_node(node))
+                .filter_map(|node| {
+                    let name = node.name_any();
+                    wanted.contains(&name).then(|| {
+                        let meta = NodeMeta::from_meta(&node.metadata);
+                        (name, meta, NodeFacts::from_node(node))
+                    })
                 })
                 .collect();
             if pages.send(Ok(seen)).await.is_err() {
