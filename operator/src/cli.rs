@@ -80,8 +80,9 @@ pub struct ReconcileArgs {
     /// Node writes in flight at once; higher converges faster and loads the API server more.
     #[arg(long, default_value_t = 16)]
     pub node_concurrency: usize,
-    /// Quiet time before a reconcile after a change, so bursts of Node events make one reconcile.
-    #[arg(long, default_value = "500", value_name = "MILLISECONDS")]
+    /// Quiet time before a reconcile after a change, so a burst of Node events makes one reconcile
+    /// (changes closer together than this keep delaying it).
+    #[arg(long, default_value = "200", value_name = "MILLISECONDS")]
     pub debounce_ms: u64,
 }
 

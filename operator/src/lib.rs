@@ -53,7 +53,7 @@ impl Default for Settings {
             gpu_operator_namespace: "gpu-operator".into(),
             factory_selector: None,
             node_concurrency: 16,
-            debounce: Duration::from_millis(500),
+            debounce: Duration::from_millis(200),
             reporter: "fabbrica-operator".into(),
         }
     }

@@ -257,22 +257,28 @@ impl NodeIndex {
         self.len() == 0
     }
 
-    /// Records a Node as the API server returned it from the operator's own write, so the next
-    /// reconcile reads its writes without waiting for the watches (whose events for the write then
-    /// change nothing and trigger nothing).
-    pub fn record_write(&self, node: &Node) {
-        let name = node.name_any();
+    /// Records the operator's own write of a Node, so the next reconcile reads its writes without
+    /// waiting for the watches (whose events for the write then change nothing and trigger nothing).
+    /// `written` is the Node's metadata as the API server returned it; `facts` what the write left
+    /// of its facts (the facts it was planned from, with the written taints and the new
+    /// resourceVersion), or `None` when they are not known: the facts watch brings them then.
+    pub fn record_write(&self, written: &ObjectMeta, facts: Option<NodeFacts>) {
+        let name = written.name.clone().unwrap_or_default();
+        let labelled = written
+            .labels
+            .as_ref()
+            .is_some_and(|l| l.contains_key(labels::FACTORY));
         if let Ok(mut meta) = self.meta.write() {
             meta.apply(Event::Apply((
                 name.clone(),
-                Arc::new(NodeMeta::from_meta(&node.metadata)),
+                Arc::new(NodeMeta::from_meta(written)),
             )));
         }
-        if let Ok(mut facts) = self.facts.write() {
-            if node.labels().contains_key(labels::FACTORY) {
-                facts.apply(Event::Apply((name, NodeFacts::from_node(node))));
-            } else {
-                facts.items.remove(&name);
+        if let Ok(mut projection) = self.facts.write() {
+            if !labelled {
+                projection.items.remove(&name);
+            } else if let Some(facts) = facts {
+                projection.apply(Event::Apply((name, facts)));
             }
         }
     }
@@ -437,7 +443,7 @@ mod tests {
             "spec": {"taints": [{"key": "nvidia.com/gpu", "value": "present", "effect": "NoSchedule"}]},
         }))
         .expect("a Node");
-        index.record_write(&node);
+        index.record_write(&node.metadata, Some(NodeFacts::from_node(&node)));
         let facts = index.facts_of([&"gpu-1".to_owned()]);
         assert_eq!(facts["gpu-1"].resource_version, "7");
         assert_eq!(facts["gpu-1"].taints.len(), 1);
@@ -451,7 +457,7 @@ mod tests {
 
         // Released: no longer fabbrica's, so no longer among the Nodes with facts.
         node.metadata.labels = None;
-        index.record_write(&node);
+        index.record_write(&node.metadata, None);
         assert!(index.facts_of([&"gpu-1".to_owned()]).is_empty());
     }
 }

@@ -16,8 +16,8 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use super::Context;
-use super::build::{self, NodeChange, plan_node};
-use super::placement::Assignment;
+use super::build::{self, NodeApply, NodeChange, plan_node};
+use super::placement::{Assignment, DesiredNode};
 use super::status::Observed;
 use super::validate::ValidatedFactory;
 use crate::nodes::{NodeFacts, NodeMeta, NodeMetas};
@@ -209,20 +209,40 @@ pub async fn apply_children(
     })
 }
 
-async fn write_node(ctx: &Context, api: &Api<Node>, name: &str, body: &Value) -> Result<()> {
-    match api.patch(name, &patch_params(), &Patch::Apply(body)).await {
-        Ok(node) => {
-            ctx.nodes.record_write(&node);
+/// Sends one Node write and records what it left. Only the Node's metadata comes back: a real
+/// Node's status (conditions, images) is most of its size, and the write does not touch it.
+/// `facts` are the facts the write was planned from.
+async fn write_node(
+    ctx: &Context,
+    api: &Api<Node>,
+    write: PlannedWrite,
+    desired: Option<&DesiredNode>,
+) -> Result<()> {
+    let (name, change, facts) = write;
+    let body = change.body(&name, desired);
+    match api
+        .patch_metadata(&name, &patch_params(), &Patch::Apply(&body))
+        .await
+    {
+        Ok(written) => {
+            let version = written
+                .metadata
+                .resource_version
+                .clone()
+                .unwrap_or_default();
+            let facts = facts.map(|facts| change.written(facts, version));
+            ctx.nodes.record_write(&written.metadata, facts);
             ctx.metrics.write("node", "apply");
             Ok(())
         }
-        Err(kube::Error::Api(status)) if status.code == 409 => {
-            Err(Error::NodeConflict(name.to_owned()))
-        }
+        Err(kube::Error::Api(status)) if status.code == 409 => Err(Error::NodeConflict(name)),
         Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
         Err(err) => Err(err.into()),
     }
 }
+
+/// A Node write: the Node's name, the change, and the facts it was planned from (if known).
+type PlannedWrite = (String, NodeApply, Option<NodeFacts>);
 
 /// Pages of Nodes read at once when many Nodes outside the facts watch need their taints.
 const LIST_PAGE: u32 = 500;
@@ -299,7 +319,9 @@ pub async fn apply_nodes(
             NodeChange::NeedsFacts => {
                 unknown.insert(name);
             }
-            NodeChange::Apply(change) => known.push((name.clone(), change)),
+            NodeChange::Apply(change) => {
+                known.push((name.clone(), change, facts.get(name).cloned()));
+            }
         }
     }
     if known.is_empty() && unknown.is_empty() {
@@ -326,7 +348,7 @@ pub async fn apply_nodes(
             let page = page.map(|page| {
                 page.into_iter().filter_map(|(name, meta, facts)| {
                     match plan_node(assignment.desired.get(&name), &meta, Some(&facts)) {
-                        NodeChange::Apply(change) => Some(Ok((name, change))),
+                        NodeChange::Apply(change) => Some(Ok((name, change, Some(facts)))),
                         NodeChange::None | NodeChange::NeedsFacts => None,
                     }
                 })
@@ -343,9 +365,9 @@ pub async fn apply_nodes(
         .map(|write| {
             let api = api.clone();
             async move {
-                let (name, change) = write?;
-                let body = change.body(&name, assignment.desired.get(&name));
-                write_node(ctx, &api, &name, &body).await
+                let write = write?;
+                let desired = assignment.desired.get(&write.0);
+                write_node(ctx, &api, write, desired).await
             }
         })
         .buffer_unordered(ctx.settings.node_concurrency)

@@ -285,6 +285,21 @@ impl NodeApply {
         }
         body
     }
+
+    /// The facts of a Node after this write, given the facts it was planned from and the
+    /// resourceVersion the write returned: the taints are the list written, if the write carried
+    /// one; readiness and GPUs are status, which a write of labels and taints does not touch.
+    pub fn written(&self, facts: NodeFacts, resource_version: String) -> NodeFacts {
+        let taints = match &self.taints {
+            Some((_, taints)) => taints.clone(),
+            None => facts.taints,
+        };
+        NodeFacts {
+            resource_version,
+            taints,
+            ..facts
+        }
+    }
 }
 
 /// What a Node released by every pool should carry: nothing of fabbrica's.

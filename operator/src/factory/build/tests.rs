@@ -196,3 +196,42 @@ fn a_node_in_sync_needs_no_write_and_an_unknown_one_is_read_first() {
     assert_eq!(body["spec"]["taints"], serde_json::json!([]));
     assert_eq!(body["metadata"]["labels"], serde_json::json!({}));
 }
+
+#[test]
+fn the_facts_a_write_leaves_make_the_next_plan_a_no_op() {
+    let factory = factory();
+    let assignment = assign(&factory, &nodes());
+    let desired = &assignment.desired["a1"];
+    let meta = node("h100");
+    let facts = NodeFacts {
+        resource_version: "7".into(),
+        ready: true,
+        gpus: 8,
+        taints: vec![taint("theirs", "NoSchedule")],
+    };
+    let NodeChange::Apply(apply) = plan_node(Some(desired), &meta, Some(&facts)) else {
+        panic!()
+    };
+    let after = apply.written(facts.clone(), "8".into());
+    assert_eq!(after.resource_version, "8");
+    assert!(after.ready && after.gpus == 8, "status is not written");
+    let keys: Vec<&str> = after.taints.iter().map(|t| t.key.as_str()).collect();
+    assert_eq!(keys, ["theirs", "nvidia.com/gpu"]);
+    // The Node as the write left it: fabbrica's labels and taint record, owned by its manager.
+    let mut written = meta.clone();
+    written.labels.extend(desired.labels.clone());
+    written.owned_labels = desired.labels.keys().cloned().collect();
+    written.taint_record = apply.taint_record.clone();
+    written.owns_taint_record = true;
+    written.owns_taints = true;
+    assert_eq!(
+        plan_node(Some(desired), &written, Some(&after)),
+        NodeChange::None
+    );
+    // A write of labels alone leaves the taints as they were.
+    let labels_only = NodeApply {
+        taint_record: None,
+        taints: None,
+    };
+    assert_eq!(labels_only.written(facts, "9".into()).taints.len(), 1);
+}
