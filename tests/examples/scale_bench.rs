@@ -2,7 +2,7 @@
 //!
 //! Registers N Nodes (default 12,500: DGX B200 training nodes and a MIG-shared
 //! DGX H200 pool, with GPU allocatable and scalable-unit labels), times a plain
-//! loop of the same label patches from one client, then starts the operator
+//! loop of writes like the operator's from one client, then starts the operator
 //! binary, applies a Factory for the Nodes and measures: time until every pool
 //! is ready, the operator's peak RSS, API requests and writes during convergence,
 //! and writes during 60 s of steady state. Run it through `tests/bench-operator`.
@@ -71,8 +71,35 @@ async fn register_nodes(client: &kube::Client, nodes: usize) -> anyhow::Result<(
     Ok(())
 }
 
-/// The same kind of label writes the operator makes, from one client, 16 in flight.
-async fn plain_patch_loop(client: &kube::Client) -> anyhow::Result<(usize, Duration)> {
+/// The field manager of the plain loop.
+const BASELINE_MANAGER: &str = "fabbrica-bench-baseline";
+
+/// The writes the operator makes, from one client, 16 in flight: per Node one server-side apply of
+/// as many labels as a pool member gets (7), an annotation and a one-taint `spec.taints`, under
+/// other keys so that the operator's own writes still change every Node.
+fn baseline_write(name: &str) -> Value {
+    json!({"apiVersion": "v1", "kind": "Node",
+        "metadata": {"name": name, "labels": {
+            "bench.fabbrica.io/baseline-factory": "bench", "bench.fabbrica.io/baseline-pool": "train",
+            "bench.fabbrica.io/baseline-device-plugin": "train", "bench.fabbrica.io/baseline-mig": "all-disabled",
+            "bench.fabbrica.io/baseline-rails": "8", "bench.fabbrica.io/baseline-su": "su001",
+            "bench.fabbrica.io/baseline-leaf": "su001-leaf0",
+        }, "annotations": {"bench.fabbrica.io/baseline-taints": "bench.fabbrica.io/baseline=present:NoSchedule"}},
+        "spec": {"taints": [{"key": "bench.fabbrica.io/baseline", "value": "present", "effect": "NoSchedule"}]},
+    })
+}
+
+/// An apply of nothing under the same manager: takes back everything [`baseline_write`] set, so the
+/// operator finds the Nodes as registered, no larger than the plain loop found them.
+fn baseline_undo(name: &str) -> Value {
+    json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": name}})
+}
+
+/// Applies `body` to every bench Node from one client, 16 in flight; the count and the time taken.
+async fn plain_patch_loop(
+    client: &kube::Client,
+    body: fn(&str) -> Value,
+) -> anyhow::Result<(usize, Duration)> {
     let api: Api<Node> = Api::all(client.clone());
     let names: Vec<String> = api
         .list_metadata(&Default::default())
@@ -83,17 +110,16 @@ async fn plain_patch_loop(client: &kube::Client) -> anyhow::Result<(usize, Durat
         .filter(|n| n.starts_with("bench-"))
         .collect();
     let started = Instant::now();
-    let params = PatchParams::apply("fabbrica-bench-baseline");
+    let params = PatchParams::apply(BASELINE_MANAGER);
     futures::stream::iter(names.iter())
         .map(|name| {
             let api = api.clone();
             let params = params.clone();
             async move {
-                let patch = json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": name, "labels": {
-                    "bench.fabbrica.io/baseline-factory": "bench", "bench.fabbrica.io/baseline-pool": "pool",
-                    "bench.fabbrica.io/baseline-su": "su", "bench.fabbrica.io/baseline-rails": "8",
-                }}});
-                api.patch(name, &params, &Patch::Apply(&patch)).await.map(|_| ())
+                let patch = body(name);
+                api.patch(name, &params, &Patch::Apply(&patch))
+                    .await
+                    .map(|_| ())
             }
         })
         .buffer_unordered(IN_FLIGHT)
@@ -128,14 +154,27 @@ fn factory(nodes: usize) -> Value {
     }})
 }
 
+/// What the operator's identity did in the audit log since a byte offset.
+struct AuditCounts {
+    requests: usize,
+    /// Each write as `verb resource/name`.
+    writes: Vec<String>,
+    /// Where the log ended, the offset of the next count.
+    end: u64,
+}
+
 /// Requests and writes by the operator's identity in the audit log since `from` (a byte offset).
-fn audit_counts(audit: &Path, from: u64) -> anyhow::Result<(usize, usize, u64)> {
+fn audit_counts(audit: &Path, from: u64) -> anyhow::Result<AuditCounts> {
     let mut file = std::fs::File::open(audit)?;
     let end = file.seek(SeekFrom::End(0))?;
     file.seek(SeekFrom::Start(from))?;
     let mut text = String::new();
     file.read_to_string(&mut text)?;
-    let (mut requests, mut writes) = (0, 0);
+    let mut counts = AuditCounts {
+        requests: 0,
+        writes: Vec::new(),
+        end,
+    };
     for line in text.lines() {
         let Ok(event) = serde_json::from_str::<Value>(line) else {
             continue;
@@ -143,19 +182,23 @@ fn audit_counts(audit: &Path, from: u64) -> anyhow::Result<(usize, usize, u64)> 
         if event["user"]["username"] != OPERATOR_USER || event["stage"] != "ResponseComplete" {
             continue;
         }
+        let object = &event["objectRef"];
         // Lease renewals are leader election's heartbeat, not reconciliation.
-        if event["objectRef"]["resource"] == "leases" {
+        if object["resource"] == "leases" {
             continue;
         }
-        requests += 1;
+        counts.requests += 1;
+        let verb = event["verb"].as_str().unwrap_or_default();
         if matches!(
-            event["verb"].as_str(),
-            Some("create" | "update" | "patch" | "delete" | "deletecollection")
+            verb,
+            "create" | "update" | "patch" | "delete" | "deletecollection"
         ) {
-            writes += 1;
+            let resource = object["resource"].as_str().unwrap_or_default();
+            let name = object["name"].as_str().unwrap_or_default();
+            counts.writes.push(format!("{verb} {resource}/{name}"));
         }
     }
-    Ok((requests, writes, end))
+    Ok(counts)
 }
 
 /// CPU time (user and system, all threads) a process has used, in seconds. `/proc/PID/stat`
@@ -226,14 +269,19 @@ async fn main() -> anyhow::Result<()> {
     eprintln!("registered in {:.1} s", started.elapsed().as_secs_f64());
 
     let cpu_before = control_plane_cpu(&state);
-    let (patched, baseline) = plain_patch_loop(&client).await?;
+    let (patched, baseline) = plain_patch_loop(&client, baseline_write).await?;
     let baseline_server_cpu = control_plane_cpu(&state) - cpu_before;
     eprintln!(
-        "plain loop: {patched} label patches in {:.1} s",
+        "plain loop: {patched} node writes in {:.1} s",
         baseline.as_secs_f64()
     );
+    let (_, undone) = plain_patch_loop(&client, baseline_undo).await?;
+    eprintln!(
+        "plain loop's writes taken back in {:.1} s",
+        undone.as_secs_f64()
+    );
 
-    let (_, _, offset) = audit_counts(&audit, 0)?;
+    let offset = audit_counts(&audit, 0)?.end;
     let cpu_before = control_plane_cpu(&state);
     let started = Instant::now();
     let mut operator = Command::new(&operator_bin)
@@ -296,13 +344,16 @@ async fn main() -> anyhow::Result<()> {
     };
     let server_cpu = control_plane_cpu(&state) - cpu_before;
     let operator_cpu = cpu_seconds(operator.id());
-    let (requests, writes, offset) = audit_counts(&audit, offset)?;
+    let converging = audit_counts(&audit, offset)?;
     eprintln!(
         "converged in {:.1} s; steady state for 60 s ...",
         converged.as_secs_f64()
     );
     tokio::time::sleep(Duration::from_secs(60)).await;
-    let (steady_requests, steady_writes, _) = audit_counts(&audit, offset)?;
+    let steady = audit_counts(&audit, converging.end)?;
+    for write in &steady.writes {
+        eprintln!("write in steady state: {write}");
+    }
     let rss = peak_rss_mib(operator.id());
     let _ = operator.kill();
     let _ = operator.wait();
@@ -311,7 +362,7 @@ async fn main() -> anyhow::Result<()> {
     println!("|---|---|");
     println!("| nodes | {nodes} |");
     println!(
-        "| plain loop of the same label patches, one client, {IN_FLIGHT} in flight | {:.1} s |",
+        "| plain loop of the same writes, one client, {IN_FLIGHT} in flight | {:.1} s |",
         baseline.as_secs_f64()
     );
     println!(
@@ -333,10 +384,18 @@ async fn main() -> anyhow::Result<()> {
         "| operator CPU, start to ready | {} |",
         operator_cpu.map_or("n/a".into(), |s| format!("{s:.1} s"))
     );
-    println!("| API requests during convergence | {requests} |");
-    println!("| API writes during convergence | {writes} |");
     println!(
-        "| API requests / writes in 60 s of steady state | {steady_requests} / {steady_writes} |"
+        "| API requests during convergence | {} |",
+        converging.requests
+    );
+    println!(
+        "| API writes during convergence | {} |",
+        converging.writes.len()
+    );
+    println!(
+        "| API requests / writes in 60 s of steady state | {} / {} |",
+        steady.requests,
+        steady.writes.len()
     );
     Ok(())
 }
