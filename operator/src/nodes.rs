@@ -9,23 +9,28 @@
 //! - **Facts**: a watch over the Nodes that carry `fabbrica.io/factory` only, projected at once to
 //!   readiness, allocatable GPUs, taints and resourceVersion. Status needs the first two and safe
 //!   taint updates need the last two. CPU, storage and management Nodes never stream their spec or
-//!   status to the operator, and the full objects are dropped as soon as they are projected.
+//!   status to the operator, and the watch parses each Node into [`FactsNode`], which skips all but
+//!   those fields, so no full Node is ever built.
 //!
 //! Every change of the projection (not every event: a kubelet heartbeat that changes nothing fabbrica
 //! reads is ignored) sends a trigger that reconciles the Factories.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, RwLock};
 
 use fabbrica_crds::labels;
 use futures::channel::mpsc::UnboundedSender;
 use futures::{Stream, StreamExt};
+use k8s_openapi::ClusterResourceScope;
 use k8s_openapi::api::core::v1::{Node, Taint};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::PartialObjectMeta;
 use kube::runtime::watcher::{self, Event};
 use kube::runtime::{WatchStreamExt, watcher as watch};
-use kube::{Api, Client, ResourceExt};
+use kube::{Api, Client, Resource, ResourceExt};
+use serde::{Deserialize, Deserializer};
 
 use crate::FIELD_MANAGER;
 
@@ -111,27 +116,131 @@ pub struct NodeFacts {
 }
 
 impl NodeFacts {
+    fn new<'a>(
+        resource_version: Option<String>,
+        mut conditions: impl Iterator<Item = (&'a str, &'a str)>,
+        gpus: Option<&Quantity>,
+        taints: Vec<Taint>,
+    ) -> Self {
+        NodeFacts {
+            resource_version: resource_version.unwrap_or_default(),
+            ready: conditions.any(|(type_, status)| type_ == "Ready" && status == "True"),
+            gpus: gpus.and_then(|q| q.0.parse().ok()).unwrap_or(0),
+            taints,
+        }
+    }
+
     /// Projects a full Node.
     pub fn from_node(node: &Node) -> Self {
         let status = node.status.as_ref();
-        let ready = status
-            .and_then(|s| s.conditions.as_ref())
-            .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
-        let gpus = status
-            .and_then(|s| s.allocatable.as_ref())
-            .and_then(|a| a.get(labels::GPU_RESOURCE))
-            .and_then(|q| q.0.parse::<u64>().ok())
-            .unwrap_or(0);
-        NodeFacts {
-            resource_version: node.resource_version().unwrap_or_default(),
-            ready,
-            gpus,
-            taints: node
-                .spec
+        let conditions = status
+            .and_then(|s| s.conditions.as_deref())
+            .unwrap_or_default();
+        Self::new(
+            node.resource_version(),
+            conditions
+                .iter()
+                .map(|c| (c.type_.as_str(), c.status.as_str())),
+            status
+                .and_then(|s| s.allocatable.as_ref())
+                .and_then(|a| a.get(labels::GPU_RESOURCE)),
+            node.spec
                 .as_ref()
                 .and_then(|s| s.taints.clone())
                 .unwrap_or_default(),
-        }
+        )
+    }
+}
+
+/// A Node as the facts watch reads it: name, resourceVersion, taints, conditions and allocatable
+/// resources. The parser skips everything else a Node carries (managed fields, the kubelet's image
+/// list, addresses, system info) without allocating it, so a kubelet's status report costs the
+/// operator a few small strings, not a full Node.
+#[derive(Clone, Debug, Deserialize)]
+pub struct FactsNode {
+    #[serde(deserialize_with = "name_and_version")]
+    metadata: ObjectMeta,
+    #[serde(default)]
+    spec: FactsSpec,
+    #[serde(default)]
+    status: FactsStatus,
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+struct FactsSpec {
+    #[serde(default)]
+    taints: Option<Vec<Taint>>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+struct FactsStatus {
+    #[serde(default)]
+    conditions: Option<Vec<FactsCondition>>,
+    #[serde(default)]
+    allocatable: Option<BTreeMap<String, Quantity>>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+struct FactsCondition {
+    #[serde(rename = "type")]
+    type_: String,
+    status: String,
+}
+
+/// The name and resourceVersion of an object's metadata; the rest is skipped.
+fn name_and_version<'de, D: Deserializer<'de>>(metadata: D) -> Result<ObjectMeta, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct NameAndVersion {
+        name: Option<String>,
+        resource_version: Option<String>,
+    }
+    let slim = NameAndVersion::deserialize(metadata)?;
+    Ok(ObjectMeta {
+        name: slim.name,
+        resource_version: slim.resource_version,
+        ..ObjectMeta::default()
+    })
+}
+
+impl Resource for FactsNode {
+    type DynamicType = ();
+    type Scope = ClusterResourceScope;
+
+    fn kind(dt: &()) -> Cow<'_, str> {
+        Node::kind(dt)
+    }
+    fn group(dt: &()) -> Cow<'_, str> {
+        Node::group(dt)
+    }
+    fn version(dt: &()) -> Cow<'_, str> {
+        Node::version(dt)
+    }
+    fn plural(dt: &()) -> Cow<'_, str> {
+        Node::plural(dt)
+    }
+    fn meta(&self) -> &ObjectMeta {
+        &self.metadata
+    }
+    fn meta_mut(&mut self) -> &mut ObjectMeta {
+        &mut self.metadata
+    }
+}
+
+impl From<FactsNode> for NodeFacts {
+    fn from(node: FactsNode) -> Self {
+        let conditions = node.status.conditions.unwrap_or_default();
+        NodeFacts::new(
+            node.metadata.resource_version,
+            conditions
+                .iter()
+                .map(|c| (c.type_.as_str(), c.status.as_str())),
+            node.status
+                .allocatable
+                .as_ref()
+                .and_then(|a| a.get(labels::GPU_RESOURCE)),
+            node.spec.taints.unwrap_or_default(),
+        )
     }
 }
 
@@ -290,8 +399,8 @@ impl NodeIndex {
         self.meta.write().is_ok_and(|mut p| p.apply(event))
     }
 
-    fn apply_facts(&self, event: Event<Node>) -> bool {
-        let event = map_event(event, |n| (n.name_any(), NodeFacts::from_node(&n)));
+    fn apply_facts(&self, event: Event<FactsNode>) -> bool {
+        let event = map_event(event, |n| (n.name_any(), NodeFacts::from(n)));
         self.facts.write().is_ok_and(|mut p| p.apply(event))
     }
 }
@@ -339,7 +448,7 @@ pub fn spawn_watches(
     )
     .default_backoff();
     let facts = watch(
-        Api::<Node>::all(client),
+        Api::<FactsNode>::all(client),
         watcher::Config::default().labels(labels::FACTORY),
     )
     .default_backoff();
@@ -435,6 +544,42 @@ mod tests {
     }
 
     #[test]
+    fn the_facts_watch_reads_what_a_full_node_says_and_nothing_more() {
+        let json = serde_json::json!({
+            "apiVersion": "v1", "kind": "Node",
+            "metadata": {"name": "gpu-1", "resourceVersion": "42", "labels": {"a": "b"},
+                "managedFields": [{"manager": "kubelet", "operation": "Update",
+                    "fieldsV1": {"f:status": {"f:images": {}}}}]},
+            "spec": {"taints": [{"key": "nvidia.com/gpu", "value": "present", "effect": "NoSchedule"}]},
+            "status": {
+                "allocatable": {"cpu": "224", (labels::GPU_RESOURCE): "8"},
+                "conditions": [
+                    {"type": "MemoryPressure", "status": "False"},
+                    {"type": "Ready", "status": "True", "reason": "KubeletReady"}],
+                "images": [{"names": ["nvcr.io/nvidia/pytorch:24.05-py3"], "sizeBytes": 9_000_000_000_u64}],
+                "nodeInfo": {"kubeletVersion": "v1.33.0"}},
+        });
+        let full: Node = serde_json::from_value(json.clone()).expect("a Node");
+        let slim: FactsNode = serde_json::from_value(json).expect("a FactsNode");
+        assert_eq!(slim.name_any(), "gpu-1");
+        assert_eq!(
+            slim.meta().managed_fields,
+            None,
+            "managed fields are skipped"
+        );
+        let facts = NodeFacts::from(slim);
+        assert_eq!(facts, NodeFacts::from_node(&full));
+        assert!(facts.ready && facts.gpus == 8 && facts.taints.len() == 1);
+        assert_eq!(facts.resource_version, "42");
+
+        // A Node the kubelet has not reported on yet: no status, no taints.
+        let bare: FactsNode =
+            serde_json::from_value(serde_json::json!({"metadata": {"name": "new"}})).expect("bare");
+        let facts = NodeFacts::from(bare);
+        assert!(!facts.ready && facts.gpus == 0 && facts.taints.is_empty());
+    }
+
+    #[test]
     fn the_operators_own_write_is_known_at_once_and_its_watch_event_changes_nothing() {
         let index = NodeIndex::default();
         let mut node: Node = serde_json::from_value(serde_json::json!({
@@ -448,7 +593,9 @@ mod tests {
         assert_eq!(facts["gpu-1"].resource_version, "7");
         assert_eq!(facts["gpu-1"].taints.len(), 1);
         assert_eq!(index.metas()["gpu-1"].labels[labels::POOL], "train");
-        assert!(!index.apply_facts(Event::Apply(node.clone())));
+        let watched: FactsNode =
+            serde_json::from_value(serde_json::to_value(&node).expect("json")).expect("facts");
+        assert!(!index.apply_facts(Event::Apply(watched)));
         assert!(!index.apply_meta(Event::Apply(PartialObjectMeta {
             types: None,
             metadata: node.metadata.clone(),
