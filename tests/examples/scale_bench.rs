@@ -16,8 +16,8 @@ use anyhow::Context;
 use fabbrica_crds::v1alpha1::Factory;
 use fabbrica_tests::{client, install_crds, kubeconfig_path, kubectl, repo_root};
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::Node;
-use kube::api::{Api, Patch, PatchParams, PostParams};
+use k8s_openapi::api::core::v1::{Event, Node};
+use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use serde_json::{Value, json};
 
 const OPERATOR_USER: &str = "system:serviceaccount:fabbrica-system:fabbrica-operator";
@@ -344,6 +344,19 @@ async fn main() -> anyhow::Result<()> {
     };
     let server_cpu = control_plane_cpu(&state) - cpu_before;
     let operator_cpu = cpu_seconds(operator.id());
+    // The operator announces readiness with an Event just after the status says so; that write
+    // belongs to convergence, so steady state starts once it is there.
+    let events: Api<Event> = Api::namespaced(client.clone(), "default");
+    let announced = ListParams::default()
+        .fields("involvedObject.kind=Factory,involvedObject.name=bench,reason=Ready");
+    let waiting = Instant::now();
+    while events.list(&announced).await?.items.is_empty() {
+        anyhow::ensure!(
+            waiting.elapsed() < Duration::from_secs(60),
+            "the Factory is ready but no Ready Event came within 60 s"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     let converging = audit_counts(&audit, offset)?;
     eprintln!(
         "converged in {:.1} s; steady state for 60 s ...",
