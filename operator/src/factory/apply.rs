@@ -211,14 +211,17 @@ pub async fn apply_children(
 
 /// Sends one Node write and records what it left. Only the Node's metadata comes back: a real
 /// Node's status (conditions, images) is most of its size, and the write does not touch it.
-/// `facts` are the facts the write was planned from.
 async fn write_node(
     ctx: &Context,
     api: &Api<Node>,
     write: PlannedWrite,
     desired: Option<&DesiredNode>,
 ) -> Result<()> {
-    let (name, change, facts) = write;
+    let PlannedWrite {
+        name,
+        change,
+        facts,
+    } = write;
     let body = change.body(&name, desired);
     match api
         .patch_metadata(&name, &patch_params(), &Patch::Apply(&body))
@@ -241,8 +244,15 @@ async fn write_node(
     }
 }
 
-/// A Node write: the Node's name, the change, and the facts it was planned from (if known).
-type PlannedWrite = (String, NodeApply, Option<NodeFacts>);
+/// A Node write as planned.
+struct PlannedWrite {
+    /// The Node.
+    name: String,
+    /// What to write.
+    change: NodeApply,
+    /// The facts it was planned from, if known.
+    facts: Option<NodeFacts>,
+}
 
 /// Pages of Nodes read at once when many Nodes outside the facts watch need their taints.
 const LIST_PAGE: u32 = 500;
@@ -320,7 +330,11 @@ pub async fn apply_nodes(
                 unknown.insert(name);
             }
             NodeChange::Apply(change) => {
-                known.push((name.clone(), change, facts.get(name).cloned()));
+                known.push(PlannedWrite {
+                    name: name.clone(),
+                    change,
+                    facts: facts.get(name).cloned(),
+                });
             }
         }
     }
@@ -348,7 +362,11 @@ pub async fn apply_nodes(
             let page = page.map(|page| {
                 page.into_iter().filter_map(|(name, meta, facts)| {
                     match plan_node(assignment.desired.get(&name), &meta, Some(&facts)) {
-                        NodeChange::Apply(change) => Some(Ok((name, change, Some(facts)))),
+                        NodeChange::Apply(change) => Some(Ok(PlannedWrite {
+                            name,
+                            change,
+                            facts: Some(facts),
+                        })),
                         NodeChange::None | NodeChange::NeedsFacts => None,
                     }
                 })
@@ -366,7 +384,7 @@ pub async fn apply_nodes(
             let api = api.clone();
             async move {
                 let write = write?;
-                let desired = assignment.desired.get(&write.0);
+                let desired = assignment.desired.get(&write.name);
                 write_node(ctx, &api, write, desired).await
             }
         })
