@@ -180,6 +180,9 @@ fn read_document(file: &str, index: usize, value: Value) -> (Document, Vec<Locat
                 typed::<JupyterEnvironment>(value).map(|o| Object::JupyterEnvironment(Box::new(o)))
             }
             "SiteBlueprint" => {
+                for unknown in fabbrica_crds::site::unknown_fields(&value) {
+                    problems.push(locate(unknown.path.clone(), unknown.message()));
+                }
                 typed::<SiteBlueprint>(value).map(|o| Object::SiteBlueprint(Box::new(o)))
             }
             other => Err((

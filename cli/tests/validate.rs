@@ -86,6 +86,34 @@ fn a_site_blueprint_is_checked_like_the_cluster_kinds() {
             .contains("cooling"),
         "{unknown:?}"
     );
+    // The parts shared with the custom resources name a misspelt field and the valid ones too,
+    // and `plan` refuses the file as `validate` does.
+    let misspelt = site
+        .replace("country: IT", "country: IT\n    regoin: emilia")
+        .replacen("reclaimPolicy: Delete", "reclaimPolcy: Delete", 1);
+    let shared = problems(misspelt.clone());
+    let paths: Vec<&str> = shared.iter().filter_map(|p| p["path"].as_str()).collect();
+    assert_eq!(
+        paths,
+        ["spec.site.regoin", "spec.storage.tiers[0].reclaimPolcy"],
+        "{shared:?}"
+    );
+    assert_eq!(
+        shared[0]["message"], "unknown field; valid: country, name, tier",
+        "{shared:?}"
+    );
+    let file = dir.path().join("misspelt.yaml");
+    std::fs::write(&file, misspelt).expect("written");
+    let output = Command::new(env!("CARGO_BIN_EXE_fabbrica"))
+        .args(["plan", file.to_str().expect("utf-8")])
+        .output()
+        .expect("fabbrica runs");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("spec.storage.tiers[0].reclaimPolcy: unknown field; valid:"),
+        "{stderr}"
+    );
 }
 
 #[test]

@@ -107,9 +107,16 @@ pub fn load(path: &Path) -> anyhow::Result<SiteBlueprint> {
     parse(&text).with_context(|| format!("{} is not a site blueprint", path.display()))
 }
 
-/// Parses a blueprint.
+/// Parses a blueprint; a field no part of it reads is an error that names the valid ones.
 pub fn parse(text: &str) -> anyhow::Result<SiteBlueprint> {
-    Ok(serde_saphyr::from_str(text)?)
+    let blueprint = serde_saphyr::from_str(text)?;
+    let document: serde_json::Value = serde_saphyr::from_str(text)?;
+    let unknown = site::unknown_fields(&document);
+    if !unknown.is_empty() {
+        let lines: Vec<String> = unknown.iter().map(ToString::to_string).collect();
+        anyhow::bail!("{}", lines.join("\n"));
+    }
+    Ok(blueprint)
 }
 
 /// Sizes a blueprint, or explains on stderr every problem with its field path.

@@ -11,6 +11,7 @@ mod plan;
 mod slurm;
 mod spec;
 mod switches;
+mod unknown;
 mod validate;
 
 pub use cabling::{Cable, CableKind, Names, for_each_cable};
@@ -24,6 +25,7 @@ pub use plan::{
 pub use slurm::topology_conf;
 pub use spec::*;
 pub use switches::{SwitchSpec, switch, switches};
+pub use unknown::{UnknownField, unknown_fields};
 pub use validate::validate;
 
 #[cfg(test)]
