@@ -8,6 +8,10 @@ pub const POOL: &str = "fabbrica.io/pool";
 pub const TIER: &str = "fabbrica.io/tier";
 /// The Workspace a namespace belongs to.
 pub const WORKSPACE: &str = "fabbrica.io/workspace";
+/// The JupyterEnvironment a child (Pod, Service, home volume) belongs to.
+pub const ENVIRONMENT: &str = "fabbrica.io/environment";
+/// A Workspace's fabric partition key, on its namespace, where the fabric configuration reads it.
+pub const PARTITION_KEY: &str = "fabbrica.io/partition-key";
 /// The scalable unit a Node is cabled into.
 pub const SCALABLE_UNIT: &str = "fabbrica.io/scalable-unit";
 /// The leaf group (one leaf switch per rail) a Node is cabled to.

@@ -6,8 +6,15 @@
 //! of the same owner run at once, racing each other's writes. Children in a namespace are watched
 //! with [`cluster_owners`] instead.
 
+use fabbrica_crds::labels;
 use kube::Resource;
 use kube::runtime::reflector::ObjectRef;
+use kube::runtime::watcher;
+
+/// The watch configuration of children: only what the operator manages.
+pub fn managed() -> watcher::Config {
+    watcher::Config::default().labels(&format!("{}={}", labels::MANAGED_BY, labels::MANAGER))
+}
 
 /// The owners of kind `K` (cluster-scoped) named in `child`'s owner references.
 pub fn cluster_owners<K, C>(child: C) -> Vec<ObjectRef<K>>

@@ -122,8 +122,7 @@ pub async fn run(
     if let Some(selector) = &settings.factory_selector {
         factories = factories.labels(selector);
     }
-    let children =
-        watcher::Config::default().labels(&format!("{}={}", labels::MANAGED_BY, labels::MANAGER));
+    let children = crate::owners::managed();
     let mut controller = Controller::new(Api::<Factory>::all(client.clone()), factories)
         .owns(Api::<StorageClass>::all(client.clone()), children.clone())
         .watches(

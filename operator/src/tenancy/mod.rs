@@ -23,7 +23,6 @@ use k8s_openapi::api::core::v1::Namespace;
 use kube::api::ListParams;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::{ObjectRef, Store};
-use kube::runtime::watcher;
 use kube::{Api, Client, ResourceExt};
 use tracing::warn;
 
@@ -32,11 +31,6 @@ use crate::clock::Clock;
 use crate::metrics::Metrics;
 
 pub use error::{Error, Result};
-
-/// The JupyterEnvironment a child belongs to.
-pub const ENVIRONMENT_LABEL: &str = "fabbrica.io/environment";
-/// The workspace's fabric partition key on its namespace, where the fabric configuration reads it.
-pub const PARTITION_KEY_ANNOTATION: &str = "fabbrica.io/partition-key";
 
 /// What the tenancy reconciles share.
 pub struct Context {
@@ -149,11 +143,6 @@ impl Context {
                     .is_some_and(|uid| workspace::apply::owned_by(&ns, &uid))
         }))
     }
-}
-
-/// The watch configuration of children: only what the operator manages.
-pub(crate) fn managed() -> watcher::Config {
-    watcher::Config::default().labels(&format!("{}={}", labels::MANAGED_BY, labels::MANAGER))
 }
 
 /// The Workspace and JupyterEnvironment controllers, running until `shutdown` completes.

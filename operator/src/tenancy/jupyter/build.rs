@@ -23,7 +23,7 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use super::validate::ValidatedEnvironment;
 use crate::factory::build::storage_class_name;
-use crate::tenancy::{ENVIRONMENT_LABEL, tolerations};
+use crate::tenancy::tolerations;
 
 /// The notebook server's port.
 pub const PORT: i32 = 8888;
@@ -67,7 +67,7 @@ pub fn url(environment: &str, namespace: &str) -> String {
 pub fn selector_labels(env: &ValidatedEnvironment) -> BTreeMap<String, String> {
     BTreeMap::from([
         (APP_NAME.to_owned(), "jupyter".to_owned()),
-        (ENVIRONMENT_LABEL.to_owned(), env.name.clone()),
+        (labels::ENVIRONMENT.to_owned(), env.name.clone()),
     ])
 }
 
@@ -83,7 +83,8 @@ pub fn child_labels(env: &ValidatedEnvironment) -> BTreeMap<String, String> {
 /// The selector of an environment's children.
 pub fn child_selector(environment: &str) -> String {
     format!(
-        "{ENVIRONMENT_LABEL}={environment},{}={}",
+        "{}={environment},{}={}",
+        labels::ENVIRONMENT,
         labels::MANAGED_BY,
         labels::MANAGER
     )

@@ -38,7 +38,7 @@ pub const RESYNC: Duration = Duration::from_secs(300);
 /// Workspaces and Factories that admit them.
 pub fn controller(ctx: &Arc<Context>) -> Controller<JupyterEnvironment> {
     let client = ctx.client.clone();
-    let managed = super::managed();
+    let managed = crate::owners::managed();
     let controller = Controller::new(
         Api::<JupyterEnvironment>::all(client.clone()),
         watcher::Config::default(),

@@ -19,7 +19,7 @@ use serde_json::{Value, json};
 
 use super::validate::ValidatedWorkspace;
 use crate::factory::build::storage_class_name;
-use crate::tenancy::{ENVIRONMENT_LABEL, PARTITION_KEY_ANNOTATION, tolerations};
+use crate::tenancy::tolerations;
 
 /// The ResourceQuota of a workspace's namespace.
 pub const QUOTA: &str = "fabbrica-quota";
@@ -57,10 +57,11 @@ pub fn child_labels(ws: &ValidatedWorkspace) -> BTreeMap<String, String> {
 /// The selector of a workspace's children; the environments' children in its namespace are not.
 pub fn child_selector(workspace: &str) -> String {
     format!(
-        "{}={workspace},{}={},!{ENVIRONMENT_LABEL}",
+        "{}={workspace},{}={},!{}",
         labels::WORKSPACE,
         labels::MANAGED_BY,
-        labels::MANAGER
+        labels::MANAGER,
+        labels::ENVIRONMENT
     )
 }
 
@@ -87,7 +88,7 @@ pub fn build_namespace(ws: &ValidatedWorkspace) -> Namespace {
     }
     if let Some(partition) = &ws.spec.fabric_partition {
         metadata.annotations = Some(BTreeMap::from([(
-            PARTITION_KEY_ANNOTATION.to_owned(),
+            labels::PARTITION_KEY.to_owned(),
             partition.key.clone(),
         )]));
     }

@@ -48,7 +48,7 @@ pub const NAMESPACE_POLL: Duration = Duration::from_secs(30);
 /// The Workspace controller with its watches: Workspaces, their children, and Factories (a
 /// Factory's change reconciles its workspaces).
 pub fn controller(client: Client) -> Controller<Workspace> {
-    let managed = super::managed();
+    let managed = crate::owners::managed();
     let controller = Controller::new(
         Api::<Workspace>::all(client.clone()),
         watcher::Config::default(),

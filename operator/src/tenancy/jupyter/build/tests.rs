@@ -148,7 +148,7 @@ fn home_claim_is_owned_only_when_it_goes_with_the_environment() {
     assert_eq!(kept.metadata.name.as_deref(), Some("giulia-home"));
     assert!(kept.metadata.owner_references.is_none(), "kept by default");
     assert_eq!(
-        kept.metadata.labels.as_ref().unwrap()[ENVIRONMENT_LABEL],
+        kept.metadata.labels.as_ref().unwrap()[labels::ENVIRONMENT],
         "giulia"
     );
     let spec = serde_json::to_value(&kept.spec).unwrap();

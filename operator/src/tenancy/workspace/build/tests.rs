@@ -39,7 +39,7 @@ fn namespace_is_labelled_restricted_owned_and_carries_the_partition_key() {
         "latest"
     );
     assert_eq!(
-        meta.annotations.as_ref().unwrap()[PARTITION_KEY_ANNOTATION],
+        meta.annotations.as_ref().unwrap()[labels::PARTITION_KEY],
         "0x0101"
     );
     let owner = &meta.owner_references.as_ref().unwrap()[0];
