@@ -15,12 +15,14 @@ pub mod jupyter;
 pub mod workspace;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use fabbrica_crds::labels;
 use fabbrica_crds::v1alpha1::{Factory, Workspace};
 use futures::FutureExt;
 use k8s_openapi::api::core::v1::Namespace;
 use kube::api::ListParams;
+use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Api, Client, ResourceExt};
@@ -143,6 +145,38 @@ impl Context {
                     .is_some_and(|uid| workspace::apply::owned_by(&ns, &uid))
         }))
     }
+}
+
+/// What a failed reconcile of either controller does: counts it, logs it, tells the object's
+/// owner in an Event, and tries again in ten seconds.
+fn error_policy<K>(
+    controller: &'static str,
+    object: Arc<K>,
+    error: &Error,
+    ctx: Arc<Context>,
+) -> Action
+where
+    K: kube::Resource<DynamicType = ()> + Send + Sync + 'static,
+{
+    ctx.metrics.failure(controller, error.metric_label());
+    warn!(
+        controller,
+        name = %object.name_any(),
+        namespace = object.namespace().unwrap_or_default(),
+        error = %error,
+        "reconcile failed"
+    );
+    let note = format!("{}: {error}", conditions::reasons::RECONCILE_FAILED);
+    tokio::spawn(async move {
+        ctx.publish(
+            object.as_ref(),
+            EventType::Warning,
+            conditions::events::RECONCILE_FAILED,
+            note,
+        )
+        .await;
+    });
+    Action::requeue(Duration::from_secs(10))
 }
 
 /// The Workspace and JupyterEnvironment controllers, running until `shutdown` completes.

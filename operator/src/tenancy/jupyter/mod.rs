@@ -90,7 +90,11 @@ pub async fn run(
 ) {
     controller
         .graceful_shutdown_on(shutdown)
-        .run(reconcile, error_policy, ctx)
+        .run(
+            reconcile,
+            |object, error, ctx| super::error_policy(CONTROLLER, object, error, ctx),
+            ctx,
+        )
         .for_each(|result| async move {
             if let Err(err) = result {
                 tracing::debug!(error = %err, "environment reconcile did not complete");
@@ -286,20 +290,4 @@ async fn apply_children(ctx: &Context, env: &validate::ValidatedEnvironment) -> 
         .and_then(|s| s.status.as_ref())
         .and_then(|s| s.ready_replicas)
         .unwrap_or(0))
-}
-
-fn error_policy(env: Arc<JupyterEnvironment>, error: &Error, ctx: Arc<Context>) -> Action {
-    ctx.metrics.failure(CONTROLLER, error.metric_label());
-    warn!(environment = %env.name_any(), error = %error, "reconcile failed");
-    let note = format!("{}: {error}", reasons::RECONCILE_FAILED);
-    tokio::spawn(async move {
-        ctx.publish(
-            env.as_ref(),
-            EventType::Warning,
-            events::RECONCILE_FAILED,
-            note,
-        )
-        .await;
-    });
-    Action::requeue(Duration::from_secs(10))
 }

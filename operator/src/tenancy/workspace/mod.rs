@@ -28,9 +28,9 @@ use tracing::{info, instrument, warn};
 use self::apply::NamespaceCheck;
 use self::validate::Refusal;
 use super::Context;
+use super::Result;
 use super::apply::{delete, patch_status};
 use super::conditions::{events, reasons, types};
-use super::{Error, Result};
 
 use crate::owners::cluster_owners;
 
@@ -95,7 +95,11 @@ pub async fn run(
 ) {
     controller
         .graceful_shutdown_on(shutdown)
-        .run(reconcile, error_policy, ctx)
+        .run(
+            reconcile,
+            |object, error, ctx| super::error_policy(CONTROLLER, object, error, ctx),
+            ctx,
+        )
         .for_each(|result| async move {
             if let Err(err) = result {
                 tracing::debug!(error = %err, "workspace reconcile did not complete");
@@ -296,20 +300,4 @@ async fn delete_environments(workspace: &Workspace, ctx: &Context) -> Result<Opt
         .await;
     }
     Ok(Some(Action::requeue(DELETION_POLL)))
-}
-
-fn error_policy(workspace: Arc<Workspace>, error: &Error, ctx: Arc<Context>) -> Action {
-    ctx.metrics.failure(CONTROLLER, error.metric_label());
-    warn!(workspace = %workspace.name_any(), error = %error, "reconcile failed");
-    let note = format!("{}: {error}", reasons::RECONCILE_FAILED);
-    tokio::spawn(async move {
-        ctx.publish(
-            workspace.as_ref(),
-            EventType::Warning,
-            events::RECONCILE_FAILED,
-            note,
-        )
-        .await;
-    });
-    Action::requeue(Duration::from_secs(10))
 }
