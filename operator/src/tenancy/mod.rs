@@ -147,8 +147,8 @@ impl Context {
     }
 }
 
-/// What a failed reconcile of either controller does: counts it, logs it, tells the object's
-/// owner in an Event, and tries again in ten seconds.
+/// What a failed reconcile of either controller does: counts it, logs it, records a Warning
+/// Event on the object, and tries again in ten seconds.
 fn error_policy<K>(
     controller: &'static str,
     object: Arc<K>,

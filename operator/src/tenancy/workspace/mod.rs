@@ -27,10 +27,9 @@ use tracing::{info, instrument, warn};
 
 use self::apply::NamespaceCheck;
 use self::validate::Refusal;
-use super::Context;
-use super::Result;
 use super::apply::{delete, patch_status};
 use super::conditions::{events, reasons, types};
+use super::{Context, Result};
 
 use crate::owners::cluster_owners;
 
