@@ -1,7 +1,9 @@
 //! The CRDs as a user meets them: `kubectl apply`, `kubectl explain`, `kubectl get`,
 //! and admission errors that name the field.
 
-use fabbrica_tests::{client, install_crds, kubectl, repo_root, unique_name};
+use std::time::Duration;
+
+use fabbrica_tests::{client, eventually, install_crds, kubectl, repo_root, unique_name};
 use kube::api::{Api, DynamicObject, Patch, PatchParams};
 use kube::core::GroupVersionKind;
 use kube::discovery::ApiResource;
@@ -41,7 +43,20 @@ async fn examples_apply_and_kubectl_teaches_the_api() -> anyhow::Result<()> {
         assert!(out.contains("serverside-applied"), "{out}");
     }
 
-    let explain = kubectl(&["explain", "factory.spec.gpuPools"])?;
+    // The API server republishes its OpenAPI document a moment after a CRD changes, and
+    // `explain` reads that document: wait for the Factory to appear in it, fail on anything else.
+    let explain = eventually(
+        "kubectl explain knows Factory",
+        Duration::from_secs(30),
+        || async {
+            match kubectl(&["explain", "factory.spec.gpuPools"]) {
+                Ok(out) => Ok(Some(out)),
+                Err(err) if err.to_string().contains("couldn't find resource") => Ok(None),
+                Err(err) => Err(err),
+            }
+        },
+    )
+    .await?;
     assert!(explain.contains("GPU node pools"), "{explain}");
     assert!(explain.contains("expectedNodes"), "{explain}");
 
