@@ -14,11 +14,10 @@ use fabbrica_operator::clock::SystemClock;
 use fabbrica_operator::http::Readiness;
 use fabbrica_operator::metrics::Metrics;
 use fabbrica_operator::nodes::TAINTS_ANNOTATION;
-use fabbrica_tests::{client, eventually, register_ready_node, unique_name};
+use fabbrica_tests::{client, eventually, install_crds, register_ready_node, unique_name};
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{ConfigMap, Event, Namespace, Node};
 use k8s_openapi::api::storage::v1::StorageClass;
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::{Api, Client, ResourceExt};
 use serde_json::json;
@@ -27,27 +26,6 @@ use tokio::sync::oneshot;
 const RUN_LABEL: &str = "test.fabbrica.io/run";
 const MANAGER: &str = "fabbrica-tests";
 const WAIT: Duration = Duration::from_secs(60);
-
-async fn install_crds(client: &Client) -> anyhow::Result<()> {
-    let api = Api::<CustomResourceDefinition>::all(client.clone());
-    for crd in fabbrica_crds::crd::all() {
-        api.patch(
-            &crd.name_any(),
-            &PatchParams::apply(MANAGER).force(),
-            &Patch::Apply(&crd),
-        )
-        .await?;
-    }
-    let factories = Api::<Factory>::all(client.clone());
-    eventually("the Factory CRD is served", WAIT, || async {
-        Ok(factories
-            .list_metadata(&ListParams::default().limit(1))
-            .await
-            .ok())
-    })
-    .await?;
-    Ok(())
-}
 
 /// An operator running in this process, with its own metrics.
 struct Operator {
