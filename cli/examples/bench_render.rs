@@ -11,10 +11,11 @@ use fabbrica::commands::plan::parse;
 fn main() -> anyhow::Result<()> {
     let start = Instant::now();
     let blueprint = parse(Example::Gigafactory.text())?;
-    let plan = fabbrica_crds::site::plan(&blueprint).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let valid = fabbrica_site::validate(&blueprint).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let plan = fabbrica_site::plan(&valid);
     let planned = start.elapsed();
     let files = render(
-        &blueprint,
+        &valid,
         &plan,
         "https://git.example.com/giga-eu/site.git",
         |_| {},

@@ -3,8 +3,8 @@
 
 use std::path::Path;
 
-use fabbrica_crds::site::SiteBlueprint;
 use fabbrica_crds::v1alpha1::{Factory, JupyterEnvironment, Workspace};
+use fabbrica_site::SiteBlueprint;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
@@ -180,7 +180,7 @@ fn read_document(file: &str, index: usize, value: Value) -> (Document, Vec<Locat
                 typed::<JupyterEnvironment>(value).map(|o| Object::JupyterEnvironment(Box::new(o)))
             }
             "SiteBlueprint" => {
-                for unknown in fabbrica_crds::site::unknown_fields(&value) {
+                for unknown in fabbrica_site::unknown_fields(&value) {
                     problems.push(locate(unknown.path.clone(), unknown.message()));
                 }
                 typed::<SiteBlueprint>(value).map(|o| Object::SiteBlueprint(Box::new(o)))

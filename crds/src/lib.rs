@@ -9,7 +9,6 @@ pub mod catalog;
 pub mod crd;
 pub mod labels;
 pub mod quantity;
-pub mod site;
 pub mod v1alpha1;
 pub mod validation;
 

@@ -6,8 +6,10 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context;
-use fabbrica_crds::site::{self, FabricGeneration, NewSite, Plan, SiteBlueprint, grouped};
 use fabbrica_crds::v1alpha1::{GpuSystem, SiteTier};
+use fabbrica_site::{
+    self as site, FabricGeneration, NewSite, Plan, SiteBlueprint, ValidBlueprint, grouped,
+};
 
 use crate::Output;
 
@@ -119,10 +121,16 @@ pub fn parse(text: &str) -> anyhow::Result<SiteBlueprint> {
     Ok(blueprint)
 }
 
-/// Sizes a blueprint, or explains on stderr every problem with its field path.
-pub fn plan_or_report(blueprint: &SiteBlueprint, source: &str) -> Option<Plan> {
-    match site::plan(blueprint) {
-        Ok(plan) => Some(plan),
+/// Validates and sizes a blueprint, or explains on stderr every problem with its field path.
+pub fn plan_or_report<'a>(
+    blueprint: &'a SiteBlueprint,
+    source: &str,
+) -> Option<(ValidBlueprint<'a>, Plan)> {
+    match site::validate(blueprint) {
+        Ok(valid) => {
+            let plan = site::plan(&valid);
+            Some((valid, plan))
+        }
         Err(problems) => {
             for problem in &problems.0 {
                 eprintln!("{source}: {problem}");
@@ -141,7 +149,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             "give a blueprint file, or --gpus N (with --system, --fabric, --nodes-per-su)"
         ),
     };
-    let Some(plan) = plan_or_report(&blueprint, &source) else {
+    let Some((_, plan)) = plan_or_report(&blueprint, &source) else {
         return Ok(ExitCode::from(1));
     };
     match args.output {
@@ -387,7 +395,7 @@ mod tests {
         let crate::Command::Plan(args) = cli.command else {
             panic!("not plan")
         };
-        site::plan(&args.site.blueprint(args.site.gpus.unwrap())).unwrap()
+        site::plan(&site::validate(&args.site.blueprint(args.site.gpus.unwrap())).unwrap())
     }
 
     /// The keys pipelines read; renaming one breaks them.

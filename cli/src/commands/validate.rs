@@ -144,7 +144,7 @@ fn check_objects(documents: &[Document]) -> Vec<Located> {
                     report(d, validation::validate_jupyter(&j.spec, factory, workspace));
                 }
             }
-            Some(Object::SiteBlueprint(b)) => report(d, fabbrica_crds::site::validate(b)),
+            Some(Object::SiteBlueprint(b)) => report(d, fabbrica_site::validate(b).map(|_| ())),
             None => {}
         }
     }

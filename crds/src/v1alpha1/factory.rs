@@ -87,11 +87,14 @@ pub struct Site {
 
 /// The EuroHPC site class.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 #[serde(rename_all = "camelCase")]
 pub enum SiteTier {
     /// An AI Factory: about 1,000 to 25,000 GPUs.
+    #[cfg_attr(feature = "clap", value(name = "aiFactory", alias = "ai-factory"))]
     AiFactory,
     /// An AI Gigafactory: about 100,000 accelerators.
+    #[cfg_attr(feature = "clap", value(name = "gigafactory"))]
     Gigafactory,
 }
 

@@ -1,8 +1,8 @@
 //! The bill of materials: every item the plan counts, as CSV rows.
 
 use fabbrica_crds::catalog;
-use fabbrica_crds::site::{Plan, switch};
 use fabbrica_crds::v1alpha1::GpuSystem;
+use fabbrica_site::{Plan, switch};
 use serde::Serialize;
 
 /// One line of `bom.csv`.

@@ -2,7 +2,7 @@
 //! environment, and the Argo CD and Flux entry points that sync them in order.
 
 use fabbrica_crds::crd;
-use fabbrica_crds::site::{Plan, SiteObjects};
+use fabbrica_site::{Plan, SiteObjects};
 use serde::Serialize;
 
 use super::templates;

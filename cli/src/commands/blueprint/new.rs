@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context as _;
-use fabbrica_crds::site::{self, SiteBlueprint};
+use fabbrica_site::{self as site, Plan, ValidBlueprint};
 
 use super::templates;
 use crate::commands::plan::{Fabric, SiteFlags, Tier};
@@ -35,13 +35,15 @@ pub struct Args {
     pub out: Option<PathBuf>,
 }
 
-/// The commented YAML of a blueprint; `file` is the name the comments refer to it by.
-pub fn commented(blueprint: &SiteBlueprint, file: &str) -> anyhow::Result<String> {
-    let plan = site::plan(blueprint)
-        .map_err(|problems| anyhow::anyhow!("the blueprint is not valid: {problems}"))?;
+/// The commented YAML of a blueprint and its plan; `file` is the name the comments refer to it by.
+pub fn commented(
+    blueprint: &ValidBlueprint<'_>,
+    plan: &Plan,
+    file: &str,
+) -> anyhow::Result<String> {
     let mut context = tera::Context::new();
-    context.insert("bp", blueprint);
-    context.insert("plan", &plan);
+    context.insert("bp", blueprint.blueprint());
+    context.insert("plan", plan);
     context.insert("file", file);
     templates::render("site.yaml", &context)
 }
@@ -57,19 +59,23 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         country: args.country,
     };
     let blueprint = flags.blueprint(args.gpus);
-    if let Err(problems) = site::validate(&blueprint) {
-        for problem in &problems.0 {
-            eprintln!("command line: {problem}");
+    let valid = match site::validate(&blueprint) {
+        Ok(valid) => valid,
+        Err(problems) => {
+            for problem in &problems.0 {
+                eprintln!("command line: {problem}");
+            }
+            return Ok(ExitCode::from(1));
         }
-        return Ok(ExitCode::from(1));
-    }
+    };
+    let plan = site::plan(&valid);
     match &args.out {
-        None => print!("{}", commented(&blueprint, "site.yaml")?),
+        None => print!("{}", commented(&valid, &plan, "site.yaml")?),
         Some(path) => {
             let name = path
                 .file_name()
                 .map_or("site.yaml".into(), |n| n.to_string_lossy());
-            let text = commented(&blueprint, &name)?;
+            let text = commented(&valid, &plan, &name)?;
             let mut file = std::fs::OpenOptions::new()
                 .write(true)
                 .create_new(true)
@@ -90,8 +96,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
 
 #[cfg(test)]
 mod tests {
-    use fabbrica_crds::site::{NewSite, new_site};
     use fabbrica_crds::v1alpha1::{GpuSystem, SiteTier};
+    use fabbrica_site::{NewSite, new_site};
 
     use super::*;
     use crate::commands::plan::parse;
@@ -111,7 +117,8 @@ mod tests {
                 system,
                 generation: None,
             });
-            let text = commented(&bp, "site.yaml").unwrap();
+            let valid = site::validate(&bp).unwrap();
+            let text = commented(&valid, &site::plan(&valid), "site.yaml").unwrap();
             assert_eq!(parse(&text).unwrap(), bp, "{text}");
             assert!(text.contains("# Usable capacities."), "{text}");
         }

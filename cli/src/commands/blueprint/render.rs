@@ -8,8 +8,9 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context as _;
-use fabbrica_crds::site::{self, Plan, SiteBlueprint, for_each_cable, topology_conf};
 use fabbrica_crds::validation::{validate_factory, validate_jupyter, validate_workspace};
+use fabbrica_site::exports::{cabling_csv, topology_conf, topology_json};
+use fabbrica_site::{self as site, Plan, ValidBlueprint};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::Serialize;
 
@@ -96,80 +97,6 @@ struct FileSummary<'a> {
     bytes: u64,
 }
 
-/// `topology.json`: the plan as its header, then the fabric's devices by unit and group.
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct TopologyJson<'a> {
-    plan: &'a Plan,
-    units: Vec<UnitJson>,
-    spine_groups: Vec<Vec<String>>,
-    core_planes: Vec<Vec<String>>,
-}
-
-#[derive(Serialize)]
-struct UnitJson {
-    name: String,
-    leaves: Vec<String>,
-    nodes: Vec<String>,
-}
-
-fn topology_json(plan: &Plan) -> anyhow::Result<Vec<u8>> {
-    let tree = &plan.compute_fabric.tree;
-    let names = site::Names::new(tree);
-    let units = (0..tree.units)
-        .map(|u| UnitJson {
-            name: names.unit(u),
-            leaves: (0..tree.rails)
-                .map(|r| names.leaf(u * tree.rails + r))
-                .collect(),
-            nodes: (0..tree.nodes_in_unit(u))
-                .map(|i| names.node(u, i))
-                .collect(),
-        })
-        .collect();
-    let spine_groups = (0..tree.spine_groups)
-        .map(|g| {
-            (0..tree.spines_per_group)
-                .map(|s| names.spine(g, s))
-                .collect()
-        })
-        .collect();
-    let core_planes = (0..if tree.tiers == 3 {
-        tree.spines_per_group
-    } else {
-        0
-    })
-        .map(|p| {
-            (0..tree.cores_per_plane)
-                .map(|c| names.core(p, c))
-                .collect()
-        })
-        .collect();
-    let mut bytes = serde_json::to_vec_pretty(&TopologyJson {
-        plan,
-        units,
-        spine_groups,
-        core_planes,
-    })?;
-    bytes.push(b'\n');
-    Ok(bytes)
-}
-
-fn cabling_csv(plan: &Plan) -> anyhow::Result<Vec<u8>> {
-    let mut writer = csv::Writer::from_writer(Vec::new());
-    writer.write_record(["kind", "from_device", "from_port", "to_device", "to_port"])?;
-    for_each_cable(&plan.compute_fabric.tree, |c| {
-        writer.write_record([
-            c.kind.as_str(),
-            &c.from,
-            &c.from_port,
-            &c.to,
-            &c.to_port.to_string(),
-        ])
-    })?;
-    Ok(writer.into_inner()?)
-}
-
 /// Checks the objects with the same validation the operator runs, so a render
 /// never commits what the cluster would refuse.
 fn check_objects(objects: &site::SiteObjects) -> anyhow::Result<()> {
@@ -202,7 +129,7 @@ fn check_objects(objects: &site::SiteObjects) -> anyhow::Result<()> {
 
 /// Renders every file of a site, sorted by path; `step` is told what is being rendered.
 pub fn render(
-    blueprint: &SiteBlueprint,
+    blueprint: &ValidBlueprint<'_>,
     plan: &Plan,
     repo_url: &str,
     mut step: impl FnMut(&str),
@@ -219,10 +146,10 @@ pub fn render(
     step("site.yaml");
     add(
         "site.yaml",
-        new::commented(blueprint, "site.yaml")?.into_bytes(),
+        new::commented(blueprint, plan, "site.yaml")?.into_bytes(),
     );
     step("cabling.csv");
-    add("cabling.csv", cabling_csv(plan)?);
+    add("cabling.csv", cabling_csv(&plan.compute_fabric.tree)?);
     step("topology");
     add(
         "topology.conf",
@@ -242,7 +169,7 @@ pub fn render(
     let mut context = tera::Context::new();
     context.insert("plan", plan);
     context.insert("bom", &bom::lines(plan));
-    context.insert("tenants", &blueprint.spec.tenants);
+    context.insert("tenants", &blueprint.spec().tenants);
     context.insert("version", env!("CARGO_PKG_VERSION"));
     add(
         "README.md",
@@ -288,7 +215,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             args.out.display()
         );
     }
-    let Some(plan) = plan_or_report(&blueprint, &source) else {
+    let Some((valid, plan)) = plan_or_report(&blueprint, &source) else {
         return Ok(ExitCode::from(1));
     };
     let repo_url = args
@@ -297,7 +224,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         .unwrap_or_else(|| format!("https://git.example.com/{}/site.git", plan.site));
     // Seven render steps, then one tick per file written.
     let bar = progress(7);
-    let files = render(&blueprint, &plan, &repo_url, |what| {
+    let files = render(&valid, &plan, &repo_url, |what| {
         bar.set_message(format!("rendering {what}"));
         bar.inc(1);
     })?;
@@ -356,14 +283,9 @@ mod tests {
 
     fn rendered(example: Example) -> (Plan, Vec<File>) {
         let blueprint = parse(example.text()).unwrap();
-        let plan = site::plan(&blueprint).unwrap();
-        let files = render(
-            &blueprint,
-            &plan,
-            "https://git.example.com/site.git",
-            |_| {},
-        )
-        .unwrap();
+        let valid = site::validate(&blueprint).unwrap();
+        let plan = site::plan(&valid);
+        let files = render(&valid, &plan, "https://git.example.com/site.git", |_| {}).unwrap();
         (plan, files)
     }
 

@@ -5,8 +5,8 @@
 use std::fmt::Write;
 
 use fabbrica_crds::catalog;
-use fabbrica_crds::site::{Names, Plan, switch};
 use fabbrica_crds::v1alpha1::GpuSystem;
+use fabbrica_site::{Names, Plan, switch};
 
 /// Units drawn one by one; past this many, the first ones and the last are drawn.
 const DRAWN_UNITS: u32 = 8;

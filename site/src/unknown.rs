@@ -9,7 +9,7 @@ use std::sync::LazyLock;
 
 use serde_json::Value;
 
-use super::SiteBlueprint;
+use crate::spec::SiteBlueprint;
 
 /// A field no part of the blueprint reads.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -169,12 +169,12 @@ mod tests {
     use super::*;
 
     fn blueprint() -> Value {
-        let site = crate::site::new_site(&crate::site::NewSite {
+        let site = crate::new_site(&crate::NewSite {
             name: "test".into(),
             country: "IT".into(),
-            tier: crate::v1alpha1::SiteTier::AiFactory,
+            tier: fabbrica_crds::v1alpha1::SiteTier::AiFactory,
             gpus: 1024,
-            system: crate::v1alpha1::GpuSystem::DgxB200,
+            system: fabbrica_crds::v1alpha1::GpuSystem::DgxB200,
             generation: None,
         });
         serde_json::to_value(site).expect("a blueprint serializes")

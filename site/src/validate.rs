@@ -1,20 +1,55 @@
 //! Validation of a site blueprint: every problem at once, each with its field
-//! path and what would be valid.
+//! path and what would be valid. What it accepts is a [`ValidBlueprint`], the
+//! only input the sizing and the objects take.
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use super::fat_tree::FatTree;
-use super::objects::POOL;
-use super::spec::{API_VERSION, KIND, SiteBlueprint};
-use super::switches;
-use crate::catalog;
-use crate::quantity;
-use crate::validation::{Problem, Problems};
+use fabbrica_crds::catalog::{self, SystemSpec};
+use fabbrica_crds::quantity;
+use fabbrica_crds::validation::{Problem, Problems};
 
-/// Partition keys tenants are given, one each, from the first of this range.
-pub(crate) const FIRST_TENANT_KEY: u16 = 0x0101;
-/// The range the Factory declares for tenant partitions.
-pub(crate) const TENANT_KEYS: (u16, u16) = (0x0100, 0x01FF);
+use crate::conventions::{BLUEPRINT_POOL, MAX_TENANTS};
+use crate::fat_tree::FatTree;
+use crate::spec::{API_VERSION, KIND, SiteBlueprint, SiteBlueprintSpec};
+use crate::switches::{self, SwitchSpec};
+
+/// A blueprint [`validate`] accepted, with what checking it looked up: the GPU
+/// system, the compute fabric's switch and its fat tree. Sizing and building
+/// take only this, so a blueprint is checked and its fabric sized once.
+#[derive(Clone, Debug)]
+pub struct ValidBlueprint<'a> {
+    blueprint: &'a SiteBlueprint,
+    system: &'static SystemSpec,
+    switch: &'static SwitchSpec,
+    tree: FatTree,
+}
+
+impl<'a> ValidBlueprint<'a> {
+    /// The blueprint as written.
+    pub fn blueprint(&self) -> &'a SiteBlueprint {
+        self.blueprint
+    }
+
+    /// The blueprint's inputs.
+    pub fn spec(&self) -> &'a SiteBlueprintSpec {
+        &self.blueprint.spec
+    }
+
+    /// The catalog entry of the site's GPU system.
+    pub fn system(&self) -> &'static SystemSpec {
+        self.system
+    }
+
+    /// The catalog entry of the compute fabric's switch.
+    pub fn switch(&self) -> &'static SwitchSpec {
+        self.switch
+    }
+
+    /// The compute fabric's fat tree.
+    pub fn tree(&self) -> &FatTree {
+        &self.tree
+    }
+}
 
 fn push(p: &mut Vec<Problem>, path: impl Into<String>, message: impl Into<String>) {
     p.push(Problem {
@@ -61,8 +96,8 @@ fn bytes(text: &str, path: String, p: &mut Vec<Problem>) -> Option<f64> {
     }
 }
 
-/// Checks a blueprint; `Ok` means `plan` and the renderers can use it as it is.
-pub fn validate(blueprint: &SiteBlueprint) -> Result<(), Problems> {
+/// Checks a blueprint; what it accepts, `plan` and the renderers can use as it is.
+pub fn validate(blueprint: &SiteBlueprint) -> Result<ValidBlueprint<'_>, Problems> {
     let mut p = Vec::new();
     if blueprint.api_version != API_VERSION {
         push(
@@ -145,6 +180,7 @@ pub fn validate(blueprint: &SiteBlueprint) -> Result<(), Problems> {
     if spec.compute.gpus == 0 {
         push(&mut p, "spec.compute.gpus", "0 GPUs; valid: at least 1");
     }
+    let mut tree = None;
     if let Some(switch) = switch
         && (1..=4).contains(&fabric.blocking_factor)
         && spec.compute.gpus > 0
@@ -165,22 +201,25 @@ pub fn validate(blueprint: &SiteBlueprint) -> Result<(), Problems> {
             );
         } else {
             let nodes = spec.compute.gpus.div_ceil(system.gpus_per_node);
-            if let Err(too_large) = FatTree::size(
+            match FatTree::size(
                 nodes,
                 n,
                 system.compute_rails,
                 switch.ports,
                 fabric.blocking_factor,
             ) {
-                let max_gpus = too_large.max_nodes * u64::from(system.gpus_per_node);
-                push(
-                    &mut p,
-                    "spec.compute.gpus",
-                    format!(
-                        "{} GPUs ({nodes} nodes of {} rails) need more than three tiers of {}-port switches; valid: at most {max_gpus} GPUs on {}, or a larger switch (computeFabric.generation: xdr)",
-                        spec.compute.gpus, system.compute_rails, switch.ports, switch.id
-                    ),
-                );
+                Ok(sized) => tree = Some(sized),
+                Err(too_large) => {
+                    let max_gpus = too_large.max_nodes * u64::from(system.gpus_per_node);
+                    push(
+                        &mut p,
+                        "spec.compute.gpus",
+                        format!(
+                            "{} GPUs ({nodes} nodes of {} rails) need more than three tiers of {}-port switches; valid: at most {max_gpus} GPUs on {}, or a larger switch (computeFabric.generation: xdr)",
+                            spec.compute.gpus, system.compute_rails, switch.ports, switch.id
+                        ),
+                    );
+                }
             }
         }
     }
@@ -228,12 +267,12 @@ pub fn validate(blueprint: &SiteBlueprint) -> Result<(), Problems> {
             .join(", ")
     };
     for (i, profile) in spec.notebooks.profiles.iter().enumerate() {
-        if profile.pool != POOL {
+        if profile.pool != BLUEPRINT_POOL {
             push(
                 &mut p,
                 format!("spec.notebooks.profiles[{i}].pool"),
                 format!(
-                    "no pool {:?}; a blueprint's Factory has one pool; valid: {POOL}",
+                    "no pool {:?}; a blueprint's Factory has one pool; valid: {BLUEPRINT_POOL}",
                     profile.pool
                 ),
             );
@@ -251,7 +290,7 @@ pub fn validate(blueprint: &SiteBlueprint) -> Result<(), Problems> {
     let mut granted_gpus = 0u64;
     let mut granted: BTreeMap<&str, f64> = BTreeMap::new();
     let mut names = BTreeSet::new();
-    let keys = usize::from(TENANT_KEYS.1 - FIRST_TENANT_KEY + 1);
+    let keys = MAX_TENANTS;
     if spec.tenants.len() > keys {
         push(
             &mut p,
@@ -379,9 +418,14 @@ pub fn validate(blueprint: &SiteBlueprint) -> Result<(), Problems> {
             format!("{pue} is out of range; valid: 1.0 to 3.0"),
         );
     }
-    if p.is_empty() {
-        Ok(())
-    } else {
-        Err(Problems(p))
+    // Every path that leaves the switch or the tree unknown has reported why.
+    match (switch, tree) {
+        (Some(switch), Some(tree)) if p.is_empty() => Ok(ValidBlueprint {
+            blueprint,
+            system,
+            switch,
+            tree,
+        }),
+        _ => Err(Problems(p)),
     }
 }

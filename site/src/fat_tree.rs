@@ -2,7 +2,7 @@
 //! number of nodes needs, and which port of which switch every link uses.
 //!
 //! The rules reproduce the NVIDIA DGX SuperPOD reference architectures' tables
-//! (the tests in `plan.rs` check them figure by figure):
+//! (the tests in `tests.rs` check them figure by figure):
 //! - one leaf per rail per scalable unit (SU); a leaf has one downlink per node of
 //!   its unit and, non-blocking, as many uplinks;
 //! - two tiers: the spine count is the smallest divisor of the leaf uplinks that

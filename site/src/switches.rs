@@ -31,7 +31,7 @@ struct CatalogFile {
 
 static SWITCHES: LazyLock<Vec<SwitchSpec>> = LazyLock::new(|| {
     let file: CatalogFile =
-        serde_saphyr::from_str(include_str!("../../../blueprints/catalog/switches.yaml"))
+        serde_saphyr::from_str(include_str!("../../blueprints/catalog/switches.yaml"))
             .expect("blueprints/catalog/switches.yaml is valid (checked by a unit test)");
     file.switches
 });

@@ -1,14 +1,19 @@
 //! Site blueprints: the few numbers an AI Factory or Gigafactory starts from
 //! (`SiteBlueprint`), their validation, the sizing that follows the NVIDIA DGX
-//! SuperPOD reference architectures (`plan`), the cabling and Slurm topology of
-//! the compute fabric, and the fabbrica objects the site declares. All pure.
+//! SuperPOD reference architectures (`plan`), the cabling of the compute fabric
+//! and its exports (Slurm `topology.conf`, `topology.json`, `cabling.csv`), and
+//! the fabbrica objects the site declares. All pure.
+//!
+//! The pipeline: [`validate`] a blueprint into a [`ValidBlueprint`], [`plan`] it,
+//! then [`build`] its objects and export its fabric from the plan.
 
 mod cabling;
+pub mod conventions;
 mod defaults;
+pub mod exports;
 mod fat_tree;
 mod objects;
-mod plan;
-mod slurm;
+mod sizing;
 mod spec;
 mod switches;
 mod unknown;
@@ -17,16 +22,15 @@ mod validate;
 pub use cabling::{Cable, CableKind, Names, for_each_cable};
 pub use defaults::{NewSite, new_site, tebibytes};
 pub use fat_tree::{FatTree, TooLarge};
-pub use objects::{POOL, SiteObjects, build};
-pub use plan::{
+pub use objects::{SiteObjects, build};
+pub use sizing::{
     ComputeFabricPlan, ManagementFabricPlan, OutOfBandPlan, Plan, PowerPlan, RackLayout,
     StoragePlan, StorageTierPlan, TreeFabricPlan, grouped, plan,
 };
-pub use slurm::topology_conf;
 pub use spec::*;
 pub use switches::{SwitchSpec, switch, switches};
 pub use unknown::{UnknownField, unknown_fields};
-pub use validate::validate;
+pub use validate::{ValidBlueprint, validate};
 
 #[cfg(test)]
 mod tests;

@@ -3,9 +3,11 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use fabbrica_crds::v1alpha1::{GpuSystem, SiteTier};
+use fabbrica_crds::validation::{validate_factory, validate_jupyter, validate_workspace};
+
 use super::*;
-use crate::v1alpha1::{GpuSystem, SiteTier};
-use crate::validation::{validate_factory, validate_jupyter, validate_workspace};
+use crate::exports::topology_conf;
 
 fn site(gpus: u32, system: GpuSystem, generation: FabricGeneration) -> SiteBlueprint {
     new_site(&NewSite {
@@ -19,7 +21,8 @@ fn site(gpus: u32, system: GpuSystem, generation: FabricGeneration) -> SiteBluep
 }
 
 fn sized(gpus: u32, system: GpuSystem, generation: FabricGeneration) -> Plan {
-    plan(&site(gpus, system, generation)).unwrap_or_else(|e| panic!("{gpus} GPUs: {e}"))
+    let blueprint = site(gpus, system, generation);
+    plan(&validate(&blueprint).unwrap_or_else(|e| panic!("{gpus} GPUs: {e}")))
 }
 
 /// (SUs, leaves, spines, cores, node-leaf, leaf-spine, spine-core cables) of one table row.
@@ -234,7 +237,7 @@ fn slurm_topology_groups_nodes_by_unit() {
 
 #[test]
 fn too_many_gpus_for_three_ndr_tiers_point_to_xdr() {
-    let err = plan(&site(100_000, GpuSystem::DgxB200, FabricGeneration::Ndr)).unwrap_err();
+    let err = validate(&site(100_000, GpuSystem::DgxB200, FabricGeneration::Ndr)).unwrap_err();
     let problem = err
         .0
         .iter()
@@ -302,8 +305,9 @@ fn new_sites_render_objects_the_operator_accepts() {
             system,
             generation: None,
         });
-        let plan = plan(&bp).unwrap_or_else(|e| panic!("{gpus} GPUs: {e}"));
-        let objects = build(&bp, &plan);
+        let valid = validate(&bp).unwrap_or_else(|e| panic!("{gpus} GPUs: {e}"));
+        let plan = plan(&valid);
+        let objects = build(&valid, &plan);
         validate_factory(&objects.factory.spec).unwrap();
         let specs: Vec<_> = objects
             .workspaces

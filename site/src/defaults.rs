@@ -3,17 +3,17 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
-
-use super::objects::POOL;
-use super::spec::{
-    Compute, ComputeFabric, FabricGeneration, Facility, SiteBlueprint, SiteBlueprintSpec,
-    StarterNotebook, Storage, TenantSpec,
-};
-use crate::catalog;
-use crate::v1alpha1::{
+use fabbrica_crds::catalog;
+use fabbrica_crds::v1alpha1::{
     GpuSystem, NotebookCatalog, NotebookImage, NotebookProfile, ReclaimPolicy, Site, SiteTier,
     StorageQuota, StorageRole, StorageTier, TenantKind,
+};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+
+use crate::conventions::BLUEPRINT_POOL;
+use crate::spec::{
+    Compute, ComputeFabric, FabricGeneration, Facility, SiteBlueprint, SiteBlueprintSpec,
+    StarterNotebook, Storage, TenantSpec,
 };
 
 /// What `fabbrica blueprint new` is asked for.
@@ -167,14 +167,14 @@ pub fn new_site(site: &NewSite) -> SiteBlueprint {
         profiles: vec![
             NotebookProfile {
                 name: "one-gpu".to_owned(),
-                pool: POOL.to_owned(),
+                pool: BLUEPRINT_POOL.to_owned(),
                 gpus: 1,
                 cpu: Quantity("16".to_owned()),
                 memory: Quantity("128Gi".to_owned()),
             },
             NotebookProfile {
                 name: "full-node".to_owned(),
-                pool: POOL.to_owned(),
+                pool: BLUEPRINT_POOL.to_owned(),
                 gpus: system.gpus_per_node,
                 cpu: Quantity("96".to_owned()),
                 memory: Quantity("1Ti".to_owned()),

@@ -14,16 +14,15 @@
 //! - DGX B300 XDR RA, table 3: SUs of 72 nodes on 144-port switches, 1, 2, 4, 8 and 18 SUs
 //!   with 8/4, 16/8, 32/18, 64/36 and 144/72 leaves/spines.
 
+use fabbrica_crds::catalog::SystemSpec;
+use fabbrica_crds::quantity;
+use fabbrica_crds::v1alpha1::{SiteTier, StorageRole};
 use serde::Serialize;
 
-use super::fat_tree::FatTree;
-use super::spec::{FabricGeneration, SiteBlueprint};
-use super::switches::{self, SwitchSpec};
-use super::validate::validate;
-use crate::catalog::{self, SystemSpec};
-use crate::quantity;
-use crate::v1alpha1::{SiteTier, StorageRole};
-use crate::validation::Problems;
+use crate::fat_tree::FatTree;
+use crate::spec::FabricGeneration;
+use crate::switches::{self, SwitchSpec};
+use crate::validate::ValidBlueprint;
 
 /// Storage servers' ports on the storage fabric: one for every this many node ports.
 const NODE_PORTS_PER_STORAGE_PORT: u32 = 4;
@@ -250,12 +249,6 @@ pub fn grouped(n: u64) -> String {
     out
 }
 
-/// Sizes a valid blueprint; every problem of an invalid one is returned instead.
-pub fn plan(blueprint: &SiteBlueprint) -> Result<Plan, Problems> {
-    validate(blueprint)?;
-    Ok(size(blueprint))
-}
-
 fn tree_fabric(switch: &SwitchSpec, ports: u32) -> TreeFabricPlan {
     let half = switch.ports / 2;
     let tree = FatTree::size(ports, half, 1, switch.ports, 1)
@@ -276,30 +269,16 @@ fn switch_count(f: &TreeFabricPlan) -> u32 {
     f.leaf_switches + f.spine_switches + f.core_switches
 }
 
-fn size(blueprint: &SiteBlueprint) -> Plan {
-    let spec = &blueprint.spec;
-    let system: &SystemSpec = catalog::system(spec.compute.system);
+/// Sizes a validated blueprint.
+pub fn plan(site: &ValidBlueprint<'_>) -> Plan {
+    let spec = site.spec();
+    let system = site.system();
     let fabric = &spec.compute_fabric;
-    let switch = switches::known(
-        fabric
-            .switch
-            .as_deref()
-            .unwrap_or(fabric.generation.default_switch()),
-    );
-    let nodes_per_unit = spec
-        .compute
-        .nodes_per_scalable_unit
-        .unwrap_or(switch.ports / 2);
-    let nodes = spec.compute.gpus.div_ceil(system.gpus_per_node);
+    let switch = site.switch();
+    let tree = site.tree();
+    let nodes_per_unit = tree.nodes_per_unit;
+    let nodes = tree.nodes;
     let gpus = u64::from(nodes) * u64::from(system.gpus_per_node);
-    let tree = FatTree::size(
-        nodes,
-        nodes_per_unit,
-        system.compute_rails,
-        switch.ports,
-        fabric.blocking_factor,
-    )
-    .expect("validated: the fabric fits three tiers");
     let compute_fabric = ComputeFabricPlan {
         generation: fabric.generation,
         switch: switch.id.clone(),

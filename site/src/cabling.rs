@@ -4,7 +4,7 @@
 
 use serde::Serialize;
 
-use super::fat_tree::FatTree;
+use crate::fat_tree::FatTree;
 
 /// Which level of the tree a cable belongs to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]

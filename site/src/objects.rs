@@ -4,22 +4,20 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
-
-use super::plan::Plan;
-use super::spec::{FabricGeneration, SiteBlueprint};
-use super::validate::{FIRST_TENANT_KEY, TENANT_KEYS};
-use crate::v1alpha1::{
+use fabbrica_crds::v1alpha1::{
     Fabric, FabricPartition, FabricType, Factory, FactorySpec, GpuPool, GpuQuota, HomeVolume,
     IdleCulling, JupyterEnvironment, JupyterEnvironmentSpec, LinkSpeed, Maintenance,
     NotebookResources, PartitionKeyRange, PoolTaint, StorageMount, StorageRole, TaintEffect,
     Tenant, Topology, TopologySource, Workspace, WorkspaceSpec,
 };
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
-/// The one GPU pool a blueprint's Factory declares; notebook profiles name it.
-pub const POOL: &str = "gpu";
-/// The node label the GPU Operator's feature discovery puts on GPU nodes.
-const GPU_NODE_LABEL: &str = "nvidia.com/gpu.present";
+use crate::conventions::{
+    BLUEPRINT_POOL, GPU_NODE_LABEL, TENANT_KEYS, partition_key, tenant_partition_key,
+};
+use crate::sizing::Plan;
+use crate::spec::FabricGeneration;
+use crate::validate::ValidBlueprint;
 
 /// Everything a site declares to the operator.
 #[derive(Clone, Debug)]
@@ -32,20 +30,16 @@ pub struct SiteObjects {
     pub notebooks: Vec<JupyterEnvironment>,
 }
 
-fn key(n: u16) -> String {
-    format!("0x{n:04X}")
-}
-
-/// Builds the objects of a validated blueprint.
-pub fn build(blueprint: &SiteBlueprint, plan: &Plan) -> SiteObjects {
-    let spec = &blueprint.spec;
-    let site = &spec.site.name;
+/// Builds the objects of a validated blueprint from its plan.
+pub fn build(site: &ValidBlueprint<'_>, plan: &Plan) -> SiteObjects {
+    let spec = site.spec();
+    let site_name = &spec.site.name;
     let factory = Factory::new(
-        site,
+        site_name,
         FactorySpec {
             site: spec.site.clone(),
             gpu_pools: vec![GpuPool {
-                name: POOL.to_owned(),
+                name: BLUEPRINT_POOL.to_owned(),
                 node_selector: BTreeMap::from([(GPU_NODE_LABEL.to_owned(), "true".to_owned())]),
                 system: spec.compute.system,
                 gpus_per_node: None,
@@ -76,8 +70,8 @@ pub fn build(blueprint: &SiteBlueprint, plan: &Plan) -> SiteObjects {
                     scalable_unit_label: None,
                 },
                 partition_keys: Some(PartitionKeyRange {
-                    first: key(TENANT_KEYS.0),
-                    last: key(TENANT_KEYS.1),
+                    first: partition_key(TENANT_KEYS.0),
+                    last: partition_key(TENANT_KEYS.1),
                 }),
             },
             storage_tiers: spec.storage.tiers.clone(),
@@ -90,7 +84,7 @@ pub fn build(blueprint: &SiteBlueprint, plan: &Plan) -> SiteObjects {
         workspaces.push(Workspace::new(
             &tenant.name,
             WorkspaceSpec {
-                factory: site.clone(),
+                factory: site_name.clone(),
                 tenant: Tenant {
                     name: tenant.display_name.clone(),
                     kind: tenant.kind,
@@ -98,12 +92,12 @@ pub fn build(blueprint: &SiteBlueprint, plan: &Plan) -> SiteObjects {
                 members: tenant.members.clone(),
                 namespace: tenant.name.clone(),
                 gpu_quota: vec![GpuQuota {
-                    pool: POOL.to_owned(),
+                    pool: BLUEPRINT_POOL.to_owned(),
                     gpus: tenant.gpus,
                 }],
                 storage_quota: tenant.storage.clone(),
                 fabric_partition: Some(FabricPartition {
-                    key: key(FIRST_TENANT_KEY + i as u16),
+                    key: tenant_partition_key(i),
                 }),
             },
         ));
@@ -126,7 +120,7 @@ pub fn build(blueprint: &SiteBlueprint, plan: &Plan) -> SiteObjects {
                 JupyterEnvironmentSpec {
                     image: nb.image.clone(),
                     profile: NotebookResources {
-                        pool: POOL.to_owned(),
+                        pool: BLUEPRINT_POOL.to_owned(),
                         gpus: nb.gpus,
                         cpu: nb.cpu.clone(),
                         memory: nb.memory.clone(),

@@ -7,7 +7,7 @@ use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::v1alpha1::{
+use fabbrica_crds::v1alpha1::{
     GpuSystem, Member, NotebookCatalog, Site, StorageQuota, StorageTier, TenantKind,
 };
 
@@ -104,6 +104,7 @@ fn one() -> u32 {
 
 /// InfiniBand generation of the compute fabric.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 #[serde(rename_all = "camelCase")]
 pub enum FabricGeneration {
     /// NDR, 400 Gb/s per port (NVIDIA Quantum-2).
