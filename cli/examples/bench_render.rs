@@ -5,8 +5,8 @@
 
 use std::time::Instant;
 
+use fabbrica::blueprint_file::parse;
 use fabbrica::commands::blueprint::render::{Example, render};
-use fabbrica::commands::plan::parse;
 
 fn main() -> anyhow::Result<()> {
     let start = Instant::now();

@@ -3,11 +3,14 @@
 
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{Parser, Subcommand};
 
+pub mod blueprint_file;
 pub mod commands;
 pub mod documents;
+pub mod output;
 pub mod schema;
+pub mod site_args;
 
 /// Infrastructure-as-code for AI Factories and Gigafactories.
 #[derive(Debug, Parser)]
@@ -30,18 +33,6 @@ pub enum Command {
     Blueprint(commands::blueprint::Args),
     /// Show a factory at a glance: pools, tiers, workspaces and their notebooks.
     Status(commands::status::Args),
-}
-
-/// Output formats: text for people, JSON and YAML for machines.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
-pub enum Output {
-    /// Human-readable text.
-    #[default]
-    Text,
-    /// One JSON document.
-    Json,
-    /// One YAML document.
-    Yaml,
 }
 
 /// Runs a parsed command line; the exit code says whether the input was valid.

@@ -2,16 +2,15 @@
 //! from a few flags. `-o json` is a stable interface for pipelines.
 
 use std::fmt::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::Context;
-use fabbrica_crds::v1alpha1::{GpuSystem, SiteTier};
-use fabbrica_site::{
-    self as site, FabricGeneration, NewSite, Plan, SiteBlueprint, ValidBlueprint, grouped,
-};
+use fabbrica_crds::v1alpha1::SiteTier;
+use fabbrica_site::{Plan, SiteBlueprint, grouped};
 
-use crate::Output;
+use crate::blueprint_file::{load, plan_or_report};
+use crate::output::{Output, emit, table};
+use crate::site_args::SiteFlags;
 
 /// Size a site: nodes, scalable units, racks, fabrics, storage and power.
 #[derive(Debug, clap::Args)]
@@ -21,130 +20,27 @@ pub struct Args {
     pub spec: Option<PathBuf>,
     #[command(flatten)]
     pub site: SiteFlags,
+    /// Nodes per scalable unit; by default half the leaf switch's ports (32 on NDR, 72 on XDR).
+    #[arg(long, value_name = "N")]
+    pub nodes_per_su: Option<u32>,
     /// Output format: text for people, json or yaml for pipelines.
     #[arg(short, long, value_enum, default_value_t)]
     pub output: Output,
 }
 
-/// A site described on the command line.
-#[derive(Debug, clap::Args)]
-pub struct SiteFlags {
-    /// GPUs the site targets; rounded up to whole nodes.
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
-    pub gpus: Option<u32>,
-    /// GPU system from the catalog.
-    #[arg(long, value_parser = parse_system, default_value = "dgx-h100")]
-    pub system: GpuSystem,
-    /// Compute fabric generation: ndr (400 Gb/s, 64-port switches) or xdr (800 Gb/s, 144-port);
-    /// by default ndr for an AI Factory and xdr for a Gigafactory.
-    #[arg(long, value_enum)]
-    pub fabric: Option<Fabric>,
-    /// Nodes per scalable unit; by default half the leaf switch's ports (32 on NDR, 72 on XDR).
-    #[arg(long, value_name = "N")]
-    pub nodes_per_su: Option<u32>,
-    /// Site tier.
-    #[arg(long, value_enum, default_value_t = Tier::AiFactory)]
-    pub tier: Tier,
-    /// Site name, a DNS label.
-    #[arg(long, value_name = "NAME", default_value = "site")]
-    pub site: String,
-    /// ISO 3166-1 alpha-2 country code of the site.
-    #[arg(long, default_value = "IT")]
-    pub country: String,
-}
-
-/// The fabric generation on the command line.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-pub enum Fabric {
-    /// InfiniBand NDR, 400 Gb/s.
-    Ndr,
-    /// InfiniBand XDR, 800 Gb/s.
-    Xdr,
-}
-
-/// The site tier on the command line.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-pub enum Tier {
-    /// An AI Factory: about 1,000 to 25,000 GPUs.
-    #[value(name = "aiFactory", alias = "ai-factory")]
-    AiFactory,
-    /// An AI Gigafactory: about 100,000 accelerators.
-    #[value(name = "gigafactory")]
-    Gigafactory,
-}
-
-pub fn parse_system(id: &str) -> Result<GpuSystem, String> {
-    GpuSystem::from_id(id).ok_or_else(|| {
-        let valid: Vec<_> = GpuSystem::ALL.iter().map(|s| s.id()).collect();
-        format!("unknown GPU system {id:?}; valid: {}", valid.join(", "))
-    })
-}
-
-impl SiteFlags {
-    /// The blueprint these flags describe, with a tier's defaults for the rest.
-    pub fn blueprint(&self, gpus: u32) -> SiteBlueprint {
-        let mut blueprint = site::new_site(&NewSite {
-            name: self.site.clone(),
-            country: self.country.clone(),
-            tier: match self.tier {
-                Tier::AiFactory => SiteTier::AiFactory,
-                Tier::Gigafactory => SiteTier::Gigafactory,
-            },
-            gpus,
-            system: self.system,
-            generation: self.fabric.map(|f| match f {
-                Fabric::Ndr => FabricGeneration::Ndr,
-                Fabric::Xdr => FabricGeneration::Xdr,
-            }),
-        });
+impl Args {
+    /// The blueprint the flags describe with `gpus`.
+    fn blueprint(&self, gpus: u32) -> SiteBlueprint {
+        let mut blueprint = self.site.blueprint(gpus);
         blueprint.spec.compute.nodes_per_scalable_unit = self.nodes_per_su;
         blueprint
-    }
-}
-
-/// Reads a blueprint file.
-pub fn load(path: &Path) -> anyhow::Result<SiteBlueprint> {
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    parse(&text).with_context(|| format!("{} is not a site blueprint", path.display()))
-}
-
-/// Parses a blueprint; a field no part of it reads is an error that names the valid ones.
-pub fn parse(text: &str) -> anyhow::Result<SiteBlueprint> {
-    let blueprint = serde_saphyr::from_str(text)?;
-    let document: serde_json::Value = serde_saphyr::from_str(text)?;
-    let unknown = site::unknown_fields(&document);
-    if !unknown.is_empty() {
-        let lines: Vec<String> = unknown.iter().map(ToString::to_string).collect();
-        anyhow::bail!("{}", lines.join("\n"));
-    }
-    Ok(blueprint)
-}
-
-/// Validates and sizes a blueprint, or explains on stderr every problem with its field path.
-pub fn plan_or_report<'a>(
-    blueprint: &'a SiteBlueprint,
-    source: &str,
-) -> Option<(ValidBlueprint<'a>, Plan)> {
-    match site::validate(blueprint) {
-        Ok(valid) => {
-            let plan = site::plan(&valid);
-            Some((valid, plan))
-        }
-        Err(problems) => {
-            for problem in &problems.0 {
-                eprintln!("{source}: {problem}");
-            }
-            eprintln!("{source}: {} problem(s); nothing sized", problems.0.len());
-            None
-        }
     }
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let (blueprint, source) = match (&args.spec, args.site.gpus) {
         (Some(path), _) => (load(path)?, path.display().to_string()),
-        (None, Some(gpus)) => (args.site.blueprint(gpus), "command line".to_owned()),
+        (None, Some(gpus)) => (args.blueprint(gpus), "command line".to_owned()),
         (None, None) => anyhow::bail!(
             "give a blueprint file, or --gpus N (with --system, --fabric, --nodes-per-su)"
         ),
@@ -152,55 +48,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let Some((_, plan)) = plan_or_report(&blueprint, &source) else {
         return Ok(ExitCode::from(1));
     };
-    match args.output {
-        Output::Text => print!("{}", text(&plan)),
-        Output::Json => println!("{}", json(&plan)),
-        Output::Yaml => print!("{}", serde_saphyr::to_string(&plan)?),
-    }
+    emit(args.output, &plan, text)?;
     Ok(ExitCode::SUCCESS)
-}
-
-/// The plan as pretty JSON: the machine interface.
-pub fn json(plan: &Plan) -> String {
-    serde_json::to_string_pretty(plan).expect("a plan serializes to JSON")
-}
-
-/// Rows under a heading, columns padded to their widest cell; numbers right-aligned.
-pub fn table(out: &mut String, heading: &str, header: &[&str], rows: &[Vec<String>]) {
-    let columns = header.len();
-    let widths: Vec<usize> = (0..columns)
-        .map(|c| {
-            rows.iter()
-                .map(|r| r[c].chars().count())
-                .chain([header[c].len()])
-                .max()
-                .unwrap_or(0)
-        })
-        .collect();
-    let numeric = |c: usize| {
-        rows.iter()
-            .all(|r| r[c].chars().next().is_some_and(|ch| ch.is_ascii_digit()))
-    };
-    let line = |cells: Vec<&str>| {
-        let padded: Vec<String> = cells
-            .iter()
-            .enumerate()
-            .map(|(c, cell)| {
-                if numeric(c) {
-                    format!("{cell:>w$}", w = widths[c])
-                } else {
-                    format!("{cell:<w$}", w = widths[c])
-                }
-            })
-            .collect();
-        format!("  {}", padded.join("  ").trim_end())
-    };
-    let _ = writeln!(out, "{heading}");
-    let _ = writeln!(out, "{}", line(header.to_vec()));
-    for row in rows {
-        let _ = writeln!(out, "{}", line(row.iter().map(String::as_str).collect()));
-    }
-    out.push('\n');
 }
 
 fn n(x: impl Into<u64>) -> String {
@@ -387,6 +236,7 @@ pub fn text(plan: &Plan) -> String {
 #[cfg(test)]
 mod tests {
     use clap::Parser;
+    use fabbrica_site as site;
 
     use super::*;
 
@@ -395,7 +245,13 @@ mod tests {
         let crate::Command::Plan(args) = cli.command else {
             panic!("not plan")
         };
-        site::plan(&site::validate(&args.site.blueprint(args.site.gpus.unwrap())).unwrap())
+        site::plan(&site::validate(&args.blueprint(args.site.gpus.unwrap())).unwrap())
+    }
+
+    /// The plan as `-o json` prints it, without the final newline.
+    fn json(plan: &Plan) -> String {
+        let printed = crate::output::format(Output::Json, plan, text).unwrap();
+        printed.trim_end_matches('\n').to_owned()
     }
 
     /// The keys pipelines read; renaming one breaks them.

@@ -12,8 +12,7 @@ use kube::api::{Api, ListParams};
 use kube::{Client, ResourceExt};
 use serde::Serialize;
 
-use crate::Output;
-use crate::commands::plan::table;
+use crate::output::{Output, emit, table};
 
 /// Show a factory at a glance: pools, tiers, workspaces and their notebooks.
 #[derive(Debug, clap::Args)]
@@ -403,11 +402,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let only = args.factory.as_deref();
     let (factories, workspaces, environments) = runtime.block_on(fetch(only))?;
     let report = report(&factories, &workspaces, &environments, only);
-    match args.output {
-        Output::Text => print!("{}", text(&report)),
-        Output::Json => println!("{}", serde_json::to_string_pretty(&report)?),
-        Output::Yaml => print!("{}", serde_saphyr::to_string(&report)?),
-    }
+    emit(args.output, &report, text)?;
     Ok(ExitCode::SUCCESS)
 }
 

@@ -1,6 +1,7 @@
 //! `fabbrica validate`: every problem of every document, with file, index and field path.
 
 use std::collections::BTreeMap;
+use std::fmt::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -8,8 +9,8 @@ use fabbrica_crds::v1alpha1::{FactorySpec, WorkspaceSpec};
 use fabbrica_crds::validation::{self, Problems};
 use serde::Serialize;
 
-use crate::Output;
 use crate::documents::{self, Document, Located, Object};
+use crate::output::{Output, emit};
 
 /// Check Factory, Workspace, JupyterEnvironment and SiteBlueprint specs and list every problem.
 ///
@@ -42,31 +43,36 @@ pub struct Report {
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let report = validate(&args.files);
-    match args.output {
-        Output::Json => println!("{}", serde_json::to_string_pretty(&report)?),
-        Output::Yaml => print!("{}", serde_saphyr::to_string(&report)?),
-        Output::Text => {
-            for problem in &report.problems {
-                println!("{problem}");
-            }
-            let summary = format!(
-                "{} documents in {} file{}",
-                report.documents,
-                report.files,
-                if report.files == 1 { "" } else { "s" }
-            );
-            if report.valid {
-                println!("valid: {summary}");
-            } else {
-                println!("invalid: {} problems in {summary}", report.problems.len());
-            }
-        }
-    }
+    emit(args.output, &report, text)?;
     Ok(if report.valid {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
     })
+}
+
+/// The report as a person reads it: every problem, then a summary line.
+fn text(report: &Report) -> String {
+    let mut out = String::new();
+    for problem in &report.problems {
+        let _ = writeln!(out, "{problem}");
+    }
+    let summary = format!(
+        "{} documents in {} file{}",
+        report.documents,
+        report.files,
+        if report.files == 1 { "" } else { "s" }
+    );
+    if report.valid {
+        let _ = writeln!(out, "valid: {summary}");
+    } else {
+        let _ = writeln!(
+            out,
+            "invalid: {} problems in {summary}",
+            report.problems.len()
+        );
+    }
+    out
 }
 
 /// Reads and checks the files.

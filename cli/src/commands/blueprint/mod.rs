@@ -7,6 +7,7 @@ mod bom;
 mod gitops;
 mod new;
 pub mod render;
+mod site_yaml;
 mod svg;
 mod templates;
 

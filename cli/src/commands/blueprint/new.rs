@@ -4,61 +4,31 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context as _;
-use fabbrica_site::{self as site, Plan, ValidBlueprint};
+use fabbrica_site as site;
 
-use super::templates;
-use crate::commands::plan::{Fabric, SiteFlags, Tier};
+use super::site_yaml::commented;
+use crate::site_args::SiteFlags;
 
 /// Write a site blueprint for a tier, GPU count and system.
 #[derive(Debug, clap::Args)]
+// The site flags are `plan`'s, but a new blueprint is asked for a tier and a size.
+#[command(
+    mut_arg("tier", |a| a.required(true).default_value(None::<&str>)),
+    mut_arg("gpus", |a| a.required(true)),
+)]
 pub struct Args {
-    /// Site tier.
-    #[arg(long, value_enum)]
-    pub tier: Tier,
-    /// GPUs the site targets.
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
-    pub gpus: u32,
-    /// GPU system: dgx-h100, dgx-h200, dgx-b200 or gb200-nvl72.
-    #[arg(long, value_parser = crate::commands::plan::parse_system, default_value = "dgx-h100")]
-    pub system: fabbrica_crds::v1alpha1::GpuSystem,
-    /// Compute fabric generation; by default ndr for an AI Factory, xdr for a Gigafactory.
-    #[arg(long, value_enum)]
-    pub fabric: Option<Fabric>,
-    /// Site name, a DNS label.
-    #[arg(long, value_name = "NAME", default_value = "site")]
-    pub site: String,
-    /// ISO 3166-1 alpha-2 country code of the site.
-    #[arg(long, default_value = "IT")]
-    pub country: String,
+    #[command(flatten)]
+    pub site: SiteFlags,
     /// Write the blueprint to this file instead of stdout; an existing file is not overwritten.
     #[arg(long, value_name = "FILE")]
     pub out: Option<PathBuf>,
 }
 
-/// The commented YAML of a blueprint and its plan; `file` is the name the comments refer to it by.
-pub fn commented(
-    blueprint: &ValidBlueprint<'_>,
-    plan: &Plan,
-    file: &str,
-) -> anyhow::Result<String> {
-    let mut context = tera::Context::new();
-    context.insert("bp", blueprint.blueprint());
-    context.insert("plan", plan);
-    context.insert("file", file);
-    templates::render("site.yaml", &context)
-}
-
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let flags = SiteFlags {
-        gpus: Some(args.gpus),
-        system: args.system,
-        fabric: args.fabric,
-        nodes_per_su: None,
-        tier: args.tier,
-        site: args.site,
-        country: args.country,
+    let Some(gpus) = args.site.gpus else {
+        anyhow::bail!("give --gpus N");
     };
-    let blueprint = flags.blueprint(args.gpus);
+    let blueprint = args.site.blueprint(gpus);
     let valid = match site::validate(&blueprint) {
         Ok(valid) => valid,
         Err(problems) => {
@@ -100,7 +70,7 @@ mod tests {
     use fabbrica_site::{NewSite, new_site};
 
     use super::*;
-    use crate::commands::plan::parse;
+    use crate::blueprint_file::parse;
 
     /// The file a user edits reads back as exactly the blueprint it was written from.
     #[test]

@@ -3,6 +3,7 @@
 //! bytes); only `run` touches the disk, and never overwrites a non-empty
 //! directory unless told to.
 
+use std::fmt::Write as _;
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -14,9 +15,10 @@ use fabbrica_site::{self as site, Plan, ValidBlueprint};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::Serialize;
 
-use super::{bom, gitops, new, svg, templates};
-use crate::Output;
-use crate::commands::plan::{load, parse, plan_or_report};
+use super::site_yaml::commented;
+use super::{bom, gitops, svg, templates};
+use crate::blueprint_file::{load, parse, plan_or_report};
+use crate::output::{Output, emit};
 
 /// Render a site into a GitOps repository.
 #[derive(Debug, clap::Args)]
@@ -146,7 +148,7 @@ pub fn render(
     step("site.yaml");
     add(
         "site.yaml",
-        new::commented(blueprint, plan, "site.yaml")?.into_bytes(),
+        commented(blueprint, plan, "site.yaml")?.into_bytes(),
     );
     step("cabling.csv");
     add("cabling.csv", cabling_csv(&plan.compute_fabric.tree)?);
@@ -254,23 +256,22 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             .collect(),
         total_bytes: files.iter().map(|f| f.bytes.len() as u64).sum(),
     };
-    match args.output {
-        Output::Json => println!("{}", serde_json::to_string_pretty(&summary)?),
-        Output::Yaml => print!("{}", serde_saphyr::to_string(&summary)?),
-        Output::Text => {
-            for f in &summary.files {
-                println!("{:>12}  {}", f.bytes, f.path);
-            }
-            println!(
-                "rendered site {} ({} GPUs): {} files, {} bytes in {}",
-                plan.site,
-                site::grouped(plan.gpus),
-                summary.files.len(),
-                site::grouped(summary.total_bytes),
-                summary.out
-            );
+    emit(args.output, &summary, |summary| {
+        let mut text = String::new();
+        for f in &summary.files {
+            let _ = writeln!(text, "{:>12}  {}", f.bytes, f.path);
         }
-    }
+        let _ = writeln!(
+            text,
+            "rendered site {} ({} GPUs): {} files, {} bytes in {}",
+            summary.site,
+            site::grouped(summary.gpus),
+            summary.files.len(),
+            site::grouped(summary.total_bytes),
+            summary.out
+        );
+        text
+    })?;
     Ok(ExitCode::SUCCESS)
 }
 
