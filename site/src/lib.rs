@@ -22,7 +22,7 @@ mod validate;
 pub use cabling::{Cable, CableKind, Names, for_each_cable};
 pub use defaults::{NewSite, new_site, tebibytes};
 pub use fat_tree::{FatTree, TooLarge};
-pub use objects::{SiteObjects, build};
+pub use objects::{Refused, SiteObjects, build};
 pub use sizing::{
     ComputeFabricPlan, ManagementFabricPlan, OutOfBandPlan, Plan, PowerPlan, RackLayout,
     StoragePlan, StorageTierPlan, TreeFabricPlan, grouped, plan,

@@ -10,6 +10,7 @@ use fabbrica_crds::v1alpha1::{
     NotebookResources, PartitionKeyRange, PoolTaint, StorageMount, StorageRole, TaintEffect,
     Tenant, Topology, TopologySource, Workspace, WorkspaceSpec,
 };
+use fabbrica_crds::validation::{Problems, validate_factory, validate_jupyter, validate_workspace};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use crate::conventions::{
@@ -28,6 +29,70 @@ pub struct SiteObjects {
     pub workspaces: Vec<Workspace>,
     /// Each tenant's starter notebook, for tenants that have one.
     pub notebooks: Vec<JupyterEnvironment>,
+}
+
+/// An object of the site that the operator would refuse.
+#[derive(Debug, thiserror::Error)]
+pub enum Refused {
+    /// The Factory.
+    #[error("the rendered Factory is not valid: {0}")]
+    Factory(Problems),
+    /// A Workspace.
+    #[error("the rendered Workspace {name} is not valid: {problems}")]
+    Workspace {
+        /// The Workspace's name.
+        name: String,
+        /// Every problem.
+        problems: Problems,
+    },
+    /// A notebook in a namespace no Workspace declares.
+    #[error("no workspace for namespace {0}")]
+    NoWorkspace(String),
+    /// A starter notebook.
+    #[error("the rendered JupyterEnvironment {namespace}/starter is not valid: {problems}")]
+    Notebook {
+        /// The notebook's namespace.
+        namespace: String,
+        /// Every problem.
+        problems: Problems,
+    },
+}
+
+impl SiteObjects {
+    /// Checks the objects with the validation the operator runs, each against its peers.
+    pub fn check(&self) -> Result<(), Refused> {
+        let factory = &self.factory.spec;
+        validate_factory(factory).map_err(Refused::Factory)?;
+        let specs: Vec<_> = self
+            .workspaces
+            .iter()
+            .map(|w| (w.metadata.name.as_deref().unwrap_or_default(), &w.spec))
+            .collect();
+        for (name, spec) in &specs {
+            let others: Vec<_> = specs.iter().filter(|(n, _)| n != name).copied().collect();
+            validate_workspace(spec, Some(factory), &others).map_err(|problems| {
+                Refused::Workspace {
+                    name: (*name).to_owned(),
+                    problems,
+                }
+            })?;
+        }
+        for nb in &self.notebooks {
+            let ns = nb.metadata.namespace.as_deref().unwrap_or_default();
+            let workspace = specs
+                .iter()
+                .find(|(_, s)| s.namespace == ns)
+                .map(|(_, s)| *s)
+                .ok_or_else(|| Refused::NoWorkspace(ns.to_owned()))?;
+            validate_jupyter(&nb.spec, factory, workspace).map_err(|problems| {
+                Refused::Notebook {
+                    namespace: ns.to_owned(),
+                    problems,
+                }
+            })?;
+        }
+        Ok(())
+    }
 }
 
 /// Builds the objects of a validated blueprint from its plan.

@@ -9,7 +9,6 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context as _;
-use fabbrica_crds::validation::{validate_factory, validate_jupyter, validate_workspace};
 use fabbrica_site::exports::{cabling_csv, topology_conf, topology_json};
 use fabbrica_site::{self as site, Plan, ValidBlueprint};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -99,36 +98,6 @@ struct FileSummary<'a> {
     bytes: u64,
 }
 
-/// Checks the objects with the same validation the operator runs, so a render
-/// never commits what the cluster would refuse.
-fn check_objects(objects: &site::SiteObjects) -> anyhow::Result<()> {
-    let factory = &objects.factory.spec;
-    validate_factory(factory)
-        .map_err(|e| anyhow::anyhow!("the rendered Factory is not valid: {e}"))?;
-    let specs: Vec<_> = objects
-        .workspaces
-        .iter()
-        .map(|w| (w.metadata.name.as_deref().unwrap_or_default(), &w.spec))
-        .collect();
-    for (name, spec) in &specs {
-        let others: Vec<_> = specs.iter().filter(|(n, _)| n != name).copied().collect();
-        validate_workspace(spec, Some(factory), &others)
-            .map_err(|e| anyhow::anyhow!("the rendered Workspace {name} is not valid: {e}"))?;
-    }
-    for nb in &objects.notebooks {
-        let ns = nb.metadata.namespace.as_deref().unwrap_or_default();
-        let workspace = specs
-            .iter()
-            .find(|(_, s)| s.namespace == ns)
-            .map(|(_, s)| *s);
-        let workspace = workspace.with_context(|| format!("no workspace for namespace {ns}"))?;
-        validate_jupyter(&nb.spec, factory, workspace).map_err(|e| {
-            anyhow::anyhow!("the rendered JupyterEnvironment {ns}/starter is not valid: {e}")
-        })?;
-    }
-    Ok(())
-}
-
 /// Renders every file of a site, sorted by path; `step` is told what is being rendered.
 pub fn render(
     blueprint: &ValidBlueprint<'_>,
@@ -137,7 +106,8 @@ pub fn render(
     mut step: impl FnMut(&str),
 ) -> anyhow::Result<Vec<File>> {
     let objects = site::build(blueprint, plan);
-    check_objects(&objects)?;
+    // The operator's own validation, so a render never commits what the cluster would refuse.
+    objects.check()?;
     let mut files = Vec::new();
     let mut add = |path: &str, bytes: Vec<u8>| {
         files.push(File {
