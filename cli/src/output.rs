@@ -19,7 +19,7 @@ pub enum Output {
 
 /// `value` in `format`: `text` writes it for people, JSON is pretty-printed; every
 /// document ends with a newline.
-pub fn format<T: Serialize>(
+pub fn formatted<T: Serialize>(
     format: Output,
     value: &T,
     text: impl FnOnce(&T) -> String,
@@ -31,13 +31,13 @@ pub fn format<T: Serialize>(
     })
 }
 
-/// Prints `value` on stdout in `format`; see [`format`].
+/// Prints `value` on stdout in `format`; see [`formatted`].
 pub fn emit<T: Serialize>(
     format: Output,
     value: &T,
     text: impl FnOnce(&T) -> String,
 ) -> anyhow::Result<()> {
-    print!("{}", self::format(format, value, text)?);
+    print!("{}", formatted(format, value, text)?);
     Ok(())
 }
 
@@ -87,11 +87,15 @@ mod tests {
     fn machine_formats_end_with_a_newline_and_text_is_as_written() {
         let value = serde_json::json!({"a": 1});
         let text = |_: &serde_json::Value| "people\n".to_owned();
-        assert_eq!(format(Output::Text, &value, text).unwrap(), "people\n");
+        assert_eq!(formatted(Output::Text, &value, text).unwrap(), "people\n");
         assert_eq!(
-            format(Output::Json, &value, text).unwrap(),
+            formatted(Output::Json, &value, text).unwrap(),
             "{\n  \"a\": 1\n}\n"
         );
-        assert!(format(Output::Yaml, &value, text).unwrap().ends_with('\n'));
+        assert!(
+            formatted(Output::Yaml, &value, text)
+                .unwrap()
+                .ends_with('\n')
+        );
     }
 }

@@ -250,7 +250,7 @@ mod tests {
 
     /// The plan as `-o json` prints it, without the final newline.
     fn json(plan: &Plan) -> String {
-        let printed = crate::output::format(Output::Json, plan, text).unwrap();
+        let printed = crate::output::formatted(Output::Json, plan, text).unwrap();
         printed.trim_end_matches('\n').to_owned()
     }
 

@@ -72,6 +72,17 @@ mod tests {
     use super::*;
     use crate::blueprint_file::parse;
 
+    /// A new blueprint is asked for a tier and a size; `plan` defaults the tier.
+    #[test]
+    fn a_new_blueprint_needs_a_tier_and_gpus() {
+        use clap::Parser;
+        let parses = |line: &str| crate::Cli::try_parse_from(line.split_whitespace()).is_ok();
+        assert!(!parses("fabbrica blueprint new --gpus 8"));
+        assert!(!parses("fabbrica blueprint new --tier aiFactory"));
+        assert!(parses("fabbrica blueprint new --tier ai-factory --gpus 8"));
+        assert!(parses("fabbrica plan --gpus 8"));
+    }
+
     /// The file a user edits reads back as exactly the blueprint it was written from.
     #[test]
     fn written_blueprints_read_back_unchanged() {
