@@ -1,13 +1,15 @@
 //! The Workspace's status, computed from what was applied and observed. Pure.
 
+use fabbrica_crds::capacity::gpus_granted;
+use fabbrica_crds::names::GPU_REQUESTS;
 use fabbrica_crds::quantity;
 use fabbrica_crds::v1alpha1::{QuotaUsage, WorkspaceStatus};
 use k8s_openapi::api::core::v1::ResourceQuota;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
-use super::build::{GPU_REQUESTS, gpus_granted};
 use super::validate::ValidatedWorkspace;
-use crate::tenancy::conditions::{condition, reasons, settle, types};
+use crate::conditions::{reasons, types};
+use crate::reconcile::conditions::{condition, merge_front, settle};
 
 /// What the apply step observed.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -70,7 +72,7 @@ pub fn build_status(
         now,
     );
     let quota_usage = observed.quota.as_ref().map(quota_usage).unwrap_or_default();
-    let granted = gpus_granted(ws);
+    let granted = gpus_granted(&ws.spec);
     let used = observed.quota.as_ref().map_or(0, gpus_used);
     let quota = condition(
         types::QUOTA_READY,
@@ -187,10 +189,6 @@ pub fn refused_status(
     if let Some(type_) = also {
         changed.push(condition(type_, false, reason, message, generation, now));
     }
-    let changed = settle(changed, &status.conditions);
-    status
-        .conditions
-        .retain(|c| !changed.iter().any(|n| n.type_ == c.type_));
-    status.conditions.splice(0..0, changed);
+    merge_front(&mut status.conditions, changed);
     status
 }
