@@ -12,7 +12,7 @@ use super::placement::Assignment;
 use super::validate::ValidatedFactory;
 use crate::conditions::{reasons, types};
 use crate::nodes::NodeFacts;
-use crate::reconcile::conditions::{condition, merge_front, settle};
+use crate::reconcile::conditions::{condition, merge_front, ready, settle};
 
 /// What the apply step observed besides Nodes.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -94,7 +94,6 @@ pub fn build_status(
         }
         pools.push(status);
     }
-    let pools_ok = waiting.is_empty() && conflicts.is_empty();
     let pools_condition = if !conflicts.is_empty() {
         condition(
             types::POOLS_READY,
@@ -198,32 +197,12 @@ pub fn build_status(
             now,
         )
     };
-    let ready = pools_ok && fabric_ok;
-    let ready_condition = if ready {
-        let message = format!("{gpus_ready} of {expected} GPUs ready");
-        condition(
-            types::READY,
-            true,
-            reasons::ALL_READY,
-            message,
-            generation,
-            now,
-        )
-    } else {
-        let failing: Vec<String> = [&pools_condition, &fabric_condition]
-            .into_iter()
-            .filter(|c| c.status != "True")
-            .map(|c| format!("{}: {}", c.type_, c.message))
-            .collect();
-        condition(
-            types::READY,
-            false,
-            reasons::NOT_READY,
-            failing.join("; "),
-            generation,
-            now,
-        )
-    };
+    let ready_condition = ready(
+        &[&pools_condition, &fabric_condition],
+        format!("{gpus_ready} of {expected} GPUs ready"),
+        generation,
+        now,
+    );
     let conditions = vec![
         ready_condition,
         pools_condition,
@@ -233,12 +212,7 @@ pub fn build_status(
     ];
     FactoryStatus {
         observed_generation: generation,
-        conditions: settle(
-            conditions,
-            previous
-                .map(|p| p.conditions.as_slice())
-                .unwrap_or_default(),
-        ),
+        conditions: settle(conditions, previous.map_or(&[], |p| &p.conditions)),
         pool_count: u32::try_from(spec.gpu_pools.len()).unwrap_or(u32::MAX),
         gpus_ready,
         gpus_expected: expected,

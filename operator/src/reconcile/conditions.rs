@@ -3,6 +3,8 @@
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
+use crate::conditions::{reasons, types};
+
 /// A condition with the given outcome.
 pub fn condition(
     type_: &str,
@@ -19,6 +21,40 @@ pub fn condition(
         message: message.into(),
         observed_generation: generation,
         last_transition_time: now.clone(),
+    }
+}
+
+/// `Ready` from the conditions it is made of: True with `message` (reason `AllReady`) when all of
+/// them are True, otherwise False (reason `NotReady`) naming each one that is not, with its message.
+pub fn ready(
+    parts: &[&Condition],
+    message: impl Into<String>,
+    generation: Option<i64>,
+    now: &Time,
+) -> Condition {
+    let failing: Vec<String> = parts
+        .iter()
+        .filter(|c| c.status != "True")
+        .map(|c| format!("{}: {}", c.type_, c.message))
+        .collect();
+    if failing.is_empty() {
+        condition(
+            types::READY,
+            true,
+            reasons::ALL_READY,
+            message,
+            generation,
+            now,
+        )
+    } else {
+        condition(
+            types::READY,
+            false,
+            reasons::NOT_READY,
+            failing.join("; "),
+            generation,
+            now,
+        )
     }
 }
 
@@ -55,7 +91,6 @@ mod tests {
     use k8s_openapi::jiff::Timestamp;
 
     use super::*;
-    use crate::conditions::{reasons, types};
 
     #[test]
     fn settled_conditions_keep_their_transition_time_until_the_status_flips() {

@@ -73,12 +73,7 @@ pub fn build_status(
     let conditions = vec![ready, admitted, running_condition];
     JupyterEnvironmentStatus {
         observed_generation: generation,
-        conditions: settle(
-            conditions,
-            previous
-                .map(|p| p.conditions.as_slice())
-                .unwrap_or_default(),
-        ),
+        conditions: settle(conditions, previous.map_or(&[], |p| &p.conditions)),
         phase: Some(if running { RUNNING } else { PENDING }.to_owned()),
         url: Some(url(&env.name, &env.namespace)),
     }

@@ -9,7 +9,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
 use super::validate::ValidatedWorkspace;
 use crate::conditions::{reasons, types};
-use crate::reconcile::conditions::{condition, merge_front, settle};
+use crate::reconcile::conditions::{condition, merge_front, ready, settle};
 
 /// What the apply step observed.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -126,40 +126,16 @@ pub fn build_status(
             now,
         )
     };
-    let parts = [&namespace, &quota, &access];
-    let failing: Vec<String> = parts
-        .iter()
-        .filter(|c| c.status != "True")
-        .map(|c| format!("{}: {}", c.type_, c.message))
-        .collect();
-    let ready = if failing.is_empty() {
-        condition(
-            types::READY,
-            true,
-            reasons::ALL_READY,
-            format!("{used} of {granted} GPUs in use"),
-            generation,
-            now,
-        )
-    } else {
-        condition(
-            types::READY,
-            false,
-            reasons::NOT_READY,
-            failing.join("; "),
-            generation,
-            now,
-        )
-    };
+    let ready = ready(
+        &[&namespace, &quota, &access],
+        format!("{used} of {granted} GPUs in use"),
+        generation,
+        now,
+    );
     let conditions = vec![ready, namespace, quota, access, queue];
     WorkspaceStatus {
         observed_generation: generation,
-        conditions: settle(
-            conditions,
-            previous
-                .map(|p| p.conditions.as_slice())
-                .unwrap_or_default(),
-        ),
+        conditions: settle(conditions, previous.map_or(&[], |p| &p.conditions)),
         gpus_used: used,
         gpus_granted: granted,
         quota: quota_usage,
