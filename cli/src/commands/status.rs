@@ -162,8 +162,11 @@ fn factory_report(
                 system: pool.system.to_string(),
                 nodes_ready: observed.nodes_ready,
                 nodes_expected: pool.expected_nodes,
-                // Allocatable counts shared slices; a person reads physical GPUs.
-                gpus_ready: physical_gpus(pool, observed.gpus_allocatable, observed.nodes_ready),
+                // Allocatable counts shared slices; a person reads physical GPUs, which the
+                // operator reports (an older one did not: they are derived from allocatable).
+                gpus_ready: observed.gpus_ready.unwrap_or_else(|| {
+                    physical_gpus(pool, observed.gpus_allocatable, observed.nodes_ready)
+                }),
                 gpus_expected: gpus_expected(pool),
             }
         })

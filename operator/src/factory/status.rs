@@ -64,7 +64,8 @@ pub fn build_status(
             .filter_map(|n| facts.get(n))
             .filter(|f| f.ready)
             .collect();
-        gpus_ready += ready.iter().map(|f| node_gpus(pool, f.gpus)).sum::<u64>();
+        let pool_gpus_ready: u64 = ready.iter().map(|f| node_gpus(pool, f.gpus)).sum();
+        gpus_ready += pool_gpus_ready;
         expected += gpus_expected(pool);
         let conflicting = assignment
             .conflicts
@@ -77,6 +78,7 @@ pub fn build_status(
             nodes_ready: u32::try_from(ready.len()).unwrap_or(u32::MAX),
             nodes_expected: pool.expected_nodes,
             gpus_allocatable: ready.iter().map(|f| f.gpus).sum(),
+            gpus_ready: Some(pool_gpus_ready),
             conflicting_nodes: conflicting.clone(),
         };
         if status.nodes_ready < status.nodes_expected {
