@@ -345,7 +345,7 @@ pub fn build_resource_flavors(ws: &ValidatedWorkspace, api_version: &str) -> Vec
                 "kind": "ResourceFlavor",
                 "metadata": {
                     "name": flavor_name(factory, &pool.name),
-                    "labels": {labels::FACTORY: factory, labels::MANAGED_BY: labels::MANAGER},
+                    "labels": children::child_labels([(labels::FACTORY, factory.as_str())]),
                     "ownerReferences": [ws.factory_owner],
                 },
                 "spec": spec,
