@@ -168,3 +168,51 @@ where
         Err(err) => Err(err.into()),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    const CLASS: Kind = Kind::new("storageclass")
+        .exact(&["parameters"])
+        .immutable(&["provisioner", "parameters"]);
+
+    #[test]
+    fn what_the_server_adds_is_no_difference_but_a_dropped_exact_key_is() {
+        let desired =
+            json!({"metadata": {"name": "a"}, "provisioner": "x", "parameters": {"k": "1"}});
+        let stored = json!({
+            "metadata": {"name": "a", "uid": "u", "resourceVersion": "7"},
+            "provisioner": "x",
+            "parameters": {"k": "1"},
+            "allowVolumeExpansion": true,
+        });
+        assert!(CLASS.matches(&stored, &desired));
+        assert!(!CLASS.must_recreate(&stored, &desired));
+        let mut extra = stored.clone();
+        extra["parameters"]["dropped"] = json!("2");
+        assert!(!CLASS.matches(&extra, &desired), "a key no longer declared");
+        assert!(
+            Kind::new("configmap").matches(&extra, &desired),
+            "without exact fields, containment is enough"
+        );
+        let mut moved = desired.clone();
+        moved["provisioner"] = json!("y");
+        assert!(!CLASS.matches(&stored, &moved));
+        assert!(CLASS.must_recreate(&stored, &moved));
+        assert!(!Kind::new("configmap").must_recreate(&stored, &moved));
+    }
+
+    #[test]
+    fn lists_must_match_element_by_element() {
+        let desired = json!({"items": [{"a": 1}, {"b": 2}]});
+        assert!(contains(
+            &json!({"items": [{"a": 1, "x": 0}, {"b": 2}]}),
+            &desired
+        ));
+        assert!(!contains(&json!({"items": [{"a": 1}]}), &desired));
+        assert!(!contains(&json!({"items": [{"b": 2}, {"a": 1}]}), &desired));
+    }
+}

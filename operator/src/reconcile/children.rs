@@ -40,3 +40,27 @@ pub fn child_meta(
         ..ObjectMeta::default()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn children_carry_their_owner_and_the_managed_by_marker_and_are_selected_by_both() {
+        let labels = child_labels([(labels::FACTORY, "bench")]);
+        assert_eq!(labels[labels::FACTORY], "bench");
+        assert_eq!(labels[labels::MANAGED_BY], labels::MANAGER);
+        assert_eq!(
+            child_selector(labels::FACTORY, "bench"),
+            "fabbrica.io/factory=bench,app.kubernetes.io/managed-by=fabbrica-operator"
+        );
+        let owner = OwnerReference {
+            name: "bench".to_owned(),
+            ..OwnerReference::default()
+        };
+        let meta = child_meta("c", Some("ns"), labels.clone(), Some(&owner));
+        assert_eq!(meta.namespace.as_deref(), Some("ns"));
+        assert_eq!(meta.owner_references, Some(vec![owner]));
+        assert_eq!(child_meta("c", None, labels, None).owner_references, None);
+    }
+}
