@@ -5,9 +5,11 @@
 // kube's repeated `printcolumn(...)` attributes are not duplicates.
 #![allow(clippy::duplicated_attributes)]
 
+pub mod capacity;
 pub mod catalog;
 pub mod crd;
 pub mod labels;
+pub mod names;
 pub mod quantity;
 pub mod v1alpha1;
 pub mod validation;

@@ -1,17 +1,31 @@
-//! Condition types, reasons and Event reasons, in one place.
+//! Condition types, reasons and Event reasons of every kind, in one place. The helpers that build
+//! and merge conditions are in [`crate::reconcile::conditions`].
 
 /// Condition types.
 pub mod types {
-    /// Everything the Factory declares is in place and its pools are ready.
+    /// Everything the object declares is in place (every kind).
     pub const READY: &str = "Ready";
-    /// Every pool has its expected number of ready Nodes.
+    /// Factory: every pool has its expected number of ready Nodes.
     pub const POOLS_READY: &str = "PoolsReady";
-    /// Every pool Node carries topology labels and the topology ConfigMap is written.
+    /// Factory: every pool Node carries topology labels and the topology ConfigMap is written.
     pub const FABRIC_READY: &str = "FabricReady";
-    /// One StorageClass per tier exists.
+    /// Factory: one StorageClass per tier exists.
     pub const STORAGE_READY: &str = "StorageReady";
-    /// Multus NetworkAttachmentDefinitions, one per rail; informational, not part of Ready.
+    /// Factory: Multus NetworkAttachmentDefinitions, one per rail; informational, not part of Ready.
     pub const NETWORK_ATTACHMENTS: &str = "NetworkAttachments";
+    /// Workspace: the namespace exists and belongs to it.
+    pub const NAMESPACE_READY: &str = "NamespaceReady";
+    /// Workspace: the ResourceQuota and LimitRange are applied.
+    pub const QUOTA_READY: &str = "QuotaReady";
+    /// Workspace: NetworkPolicies and the members' RoleBinding are applied.
+    pub const ACCESS_READY: &str = "AccessReady";
+    /// Workspace: Kueue's ResourceFlavors, ClusterQueue and LocalQueue are applied; informational,
+    /// not part of Ready.
+    pub const QUEUE_READY: &str = "QueueReady";
+    /// JupyterEnvironment: the environment fits the catalog and the workspace's quota.
+    pub const ADMITTED: &str = "Admitted";
+    /// JupyterEnvironment: the notebook server has a ready replica.
+    pub const RUNNING: &str = "Running";
 }
 
 /// Condition reasons (CamelCase, as Kubernetes expects).
@@ -22,36 +36,74 @@ pub mod reasons {
     pub const ALL_READY: &str = "AllReady";
     /// Some parts are not ready yet.
     pub const NOT_READY: &str = "NotReady";
-    /// Every pool has its expected ready Nodes.
-    pub const POOLS_READY: &str = "PoolsReady";
-    /// Some pool has fewer ready Nodes than expected.
-    pub const NODES_NOT_READY: &str = "NodesNotReady";
-    /// Some Nodes match more than one pool (or factory) and are left alone.
-    pub const NODE_CONFLICT: &str = "NodeConflict";
-    /// Topology labels and ConfigMap are applied.
-    pub const TOPOLOGY_APPLIED: &str = "TopologyApplied";
-    /// Some pool Nodes have no scalable unit.
-    pub const TOPOLOGY_INCOMPLETE: &str = "TopologyIncomplete";
-    /// Every tier has its StorageClass.
-    pub const STORAGE_CLASSES_APPLIED: &str = "StorageClassesApplied";
-    /// One NetworkAttachmentDefinition per rail is applied.
-    pub const ATTACHMENTS_APPLIED: &str = "AttachmentsApplied";
-    /// The Multus NetworkAttachmentDefinition CRD is not served.
-    pub const MULTUS_ABSENT: &str = "MultusAbsent";
     /// A reconcile failed; the message says where.
     pub const RECONCILE_FAILED: &str = "ReconcileFailed";
+    /// Factory: every pool has its expected ready Nodes.
+    pub const POOLS_READY: &str = "PoolsReady";
+    /// Factory: some pool has fewer ready Nodes than expected.
+    pub const NODES_NOT_READY: &str = "NodesNotReady";
+    /// Factory: some Nodes match more than one pool (or factory) and are left alone.
+    pub const NODE_CONFLICT: &str = "NodeConflict";
+    /// Factory: topology labels and ConfigMap are applied.
+    pub const TOPOLOGY_APPLIED: &str = "TopologyApplied";
+    /// Factory: some pool Nodes have no scalable unit.
+    pub const TOPOLOGY_INCOMPLETE: &str = "TopologyIncomplete";
+    /// Factory: every tier has its StorageClass.
+    pub const STORAGE_CLASSES_APPLIED: &str = "StorageClassesApplied";
+    /// Factory: one NetworkAttachmentDefinition per rail is applied.
+    pub const ATTACHMENTS_APPLIED: &str = "AttachmentsApplied";
+    /// Factory: the Multus NetworkAttachmentDefinition CRD is not served.
+    pub const MULTUS_ABSENT: &str = "MultusAbsent";
+    /// Workspace: the Factory it names does not exist.
+    pub const FACTORY_MISSING: &str = "FactoryMissing";
+    /// Workspace: the namespace exists and belongs to something else; it is left alone.
+    pub const NAMESPACE_TAKEN: &str = "NamespaceTaken";
+    /// Workspace: the namespace is applied.
+    pub const NAMESPACE_APPLIED: &str = "NamespaceApplied";
+    /// Workspace: the ResourceQuota and LimitRange are applied.
+    pub const QUOTA_APPLIED: &str = "QuotaApplied";
+    /// Workspace: NetworkPolicies and RoleBinding are applied.
+    pub const ACCESS_APPLIED: &str = "AccessApplied";
+    /// Workspace: Kueue objects are applied.
+    pub const QUEUES_APPLIED: &str = "QueuesApplied";
+    /// Workspace: Kueue's CRDs are not served.
+    pub const KUEUE_ABSENT: &str = "KueueAbsent";
+    /// Workspace: nothing was built because an earlier step stopped.
+    pub const NOT_APPLIED: &str = "NotApplied";
+    /// Workspace: it is being deleted.
+    pub const DELETING: &str = "Deleting";
+    /// JupyterEnvironment: it fits the catalog and the quota.
+    pub const PROFILE_ADMITTED: &str = "ProfileAdmitted";
+    /// JupyterEnvironment: its profile, image or mounts break the catalog or the quota.
+    pub const PROFILE_REFUSED: &str = "ProfileRefused";
+    /// JupyterEnvironment: no Workspace has its namespace.
+    pub const WORKSPACE_MISSING: &str = "WorkspaceMissing";
+    /// JupyterEnvironment: its workspace is not usable (invalid, deleting or without its Factory).
+    pub const WORKSPACE_NOT_READY: &str = "WorkspaceNotReady";
+    /// JupyterEnvironment: the StatefulSet, Service, volumes, Secret and NetworkPolicy are applied.
+    pub const CHILDREN_APPLIED: &str = "ChildrenApplied";
+    /// JupyterEnvironment: the notebook server has a ready replica.
+    pub const REPLICA_READY: &str = "ReplicaReady";
+    /// JupyterEnvironment: the notebook server has no ready replica yet.
+    pub const REPLICA_NOT_READY: &str = "ReplicaNotReady";
 }
 
 /// Event reasons.
 pub mod events {
-    /// The Factory became ready.
-    pub const BECAME_READY: &str = "Ready";
-    /// The Factory stopped being ready.
-    pub const BECAME_NOT_READY: &str = "NotReady";
     /// The spec is invalid; nothing was changed.
     pub const INVALID_SPEC: &str = "InvalidSpec";
     /// A reconcile failed.
     pub const RECONCILE_FAILED: &str = "ReconcileFailed";
-    /// Node labels and taints were removed on deletion.
+    /// Factory: it became ready.
+    pub const BECAME_READY: &str = "Ready";
+    /// Factory: it stopped being ready.
+    pub const BECAME_NOT_READY: &str = "NotReady";
+    /// Factory: Node labels and taints were removed on deletion.
     pub const NODES_RELEASED: &str = "NodesReleased";
+    /// JupyterEnvironment: it was refused; nothing was created.
+    pub const PROFILE_REFUSED: &str = "ProfileRefused";
+    /// Workspace: its environments were deleted before its namespace.
+    pub const ENVIRONMENTS_DELETED: &str = "EnvironmentsDeleted";
+    /// Workspace: the namespace belongs to something else.
+    pub const NAMESPACE_TAKEN: &str = "NamespaceTaken";
 }

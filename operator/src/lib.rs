@@ -14,6 +14,7 @@ pub mod leader;
 pub mod metrics;
 pub mod nodes;
 pub mod owners;
+pub mod reconcile;
 pub mod telemetry;
 pub mod tenancy;
 

@@ -6,8 +6,9 @@ use std::fmt::Write;
 use std::process::ExitCode;
 
 use anyhow::Context;
+use fabbrica_crds::capacity::{gpus_expected, gpus_granted, physical_gpus};
+use fabbrica_crds::names::storage_class_name;
 use fabbrica_crds::v1alpha1::{Factory, JupyterEnvironment, QuotaUsage, Workspace, condition};
-use fabbrica_crds::validation::{gpus_per_node, units_per_gpu};
 use kube::api::{Api, ListParams};
 use kube::{Client, ResourceExt};
 use serde::Serialize;
@@ -155,17 +156,17 @@ fn factory_report(
                 .find(|p| p.name == pool.name)
                 .cloned()
                 .unwrap_or_default();
-            let per_node = u64::from(gpus_per_node(pool));
-            let units = u64::from(units_per_gpu(pool)).max(1);
             PoolReport {
                 name: pool.name.clone(),
                 system: pool.system.to_string(),
                 nodes_ready: observed.nodes_ready,
                 nodes_expected: pool.expected_nodes,
-                // Allocatable counts shared slices; a person reads physical GPUs.
-                gpus_ready: (observed.gpus_allocatable / units)
-                    .min(u64::from(observed.nodes_ready) * per_node),
-                gpus_expected: u64::from(pool.expected_nodes) * per_node,
+                // Allocatable counts shared slices; a person reads physical GPUs, which the
+                // operator reports (an older one did not: they are derived from allocatable).
+                gpus_ready: observed.gpus_ready.unwrap_or_else(|| {
+                    physical_gpus(pool, observed.gpus_allocatable, observed.nodes_ready)
+                }),
+                gpus_expected: gpus_expected(pool),
             }
         })
         .collect();
@@ -176,7 +177,7 @@ fn factory_report(
         .map(|tier| TierReport {
             name: tier.name.clone(),
             role: json_name(&tier.role),
-            storage_class: format!("{name}-{}", tier.name),
+            storage_class: storage_class_name(&name, &tier.name),
             capacity: tier.capacity.0.clone(),
         })
         .collect();
@@ -216,7 +217,7 @@ fn workspace_report(ws: &Workspace, environments: &[JupyterEnvironment]) -> Work
         namespace: ws.spec.namespace.clone(),
         ready: ready(ws.status.as_ref().map(|s| s.conditions.as_slice())),
         gpus_used: status.gpus_used,
-        gpus_granted: ws.spec.gpu_quota.iter().map(|q| u64::from(q.gpus)).sum(),
+        gpus_granted: gpus_granted(&ws.spec),
         quota: status.quota,
         environments: notebooks
             .into_iter()

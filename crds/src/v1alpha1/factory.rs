@@ -462,6 +462,10 @@ pub struct PoolStatus {
     pub nodes_expected: u32,
     /// Allocatable `nvidia.com/gpu` on ready Nodes.
     pub gpus_allocatable: u64,
+    /// Physical GPUs on ready Nodes: each Node's allocatable `nvidia.com/gpu` divided by the
+    /// pool's units per GPU (MIG instances, time-slicing replicas), at most its GPUs per node.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gpus_ready: Option<u64>,
     /// Nodes that match this pool and another one; they are left alone until the selectors are fixed.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conflicting_nodes: Vec<String>,

@@ -1,11 +1,12 @@
 //! One test per rule: a valid base, one thing broken, the field path asserted.
 
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use super::*;
 use crate::v1alpha1::{
-    FabricPartition, GpuQuota, GpuSharing, JupyterEnvironmentSpec, MigSharing, StorageMount,
-    StorageQuota, TimeSlicing,
+    FabricPartition, FactorySpec, GpuQuota, GpuSharing, JupyterEnvironmentSpec, MigSharing,
+    StorageMount, StorageQuota, TimeSlicing, WorkspaceSpec,
 };
 
 const FACTORY: &str = r#"

@@ -1,182 +1,46 @@
-//! Writes: children by server-side apply (only when they differ), stale children deleted, Nodes
-//! labelled and tainted. Every write is counted in the `api_writes` metric.
+//! Writes of the Factory controller: the built children through the reconcile kit (applied only
+//! where they differ, stale ones deleted), Nodes labelled and tainted. Every write is counted in
+//! the `api_writes` metric.
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::fmt::Debug;
+use std::collections::BTreeSet;
 
 use fabbrica_crds::labels;
 use futures::{SinkExt, StreamExt};
 use k8s_openapi::api::core::v1::{ConfigMap, Node};
 use k8s_openapi::api::storage::v1::StorageClass;
-use kube::api::{DeleteParams, DynamicObject, ListParams, Patch, PatchParams};
+use kube::api::{ApiResource, DynamicObject, ListParams, Patch};
 use kube::discovery::{self, Scope};
-use kube::{Api, Resource, ResourceExt};
-use serde::Serialize;
-use serde::de::DeserializeOwned;
-use serde_json::Value;
+use kube::{Api, Client, ResourceExt};
 
 use super::Context;
-use super::build::{self, NodeApply, NodeChange, plan_node};
+use super::build::{Desired, NodeApply, NodeChange, plan_node};
 use super::placement::{Assignment, DesiredNode};
-use super::status::Observed;
-use super::validate::ValidatedFactory;
 use crate::nodes::{NodeFacts, NodeMeta, NodeMetas};
-use crate::{Error, FIELD_MANAGER, Result};
+use crate::reconcile::apply::{Kind, dynamic, patch_params, sync_children};
+use crate::reconcile::children::child_selector;
+use crate::{Error, Result};
 
 /// The Multus API group.
 pub const MULTUS_GROUP: &str = "k8s.cni.cncf.io";
 
-/// Whether every field of `desired` is in `existing` with the same value (the API server adds
-/// defaults and metadata; lists must match element by element).
-pub fn contains(existing: &Value, desired: &Value) -> bool {
-    match (existing, desired) {
-        (Value::Object(e), Value::Object(d)) => d
-            .iter()
-            .all(|(k, v)| e.get(k).is_some_and(|ev| contains(ev, v))),
-        (Value::Array(e), Value::Array(d)) => {
-            e.len() == d.len() && e.iter().zip(d).all(|(a, b)| contains(a, b))
-        }
-        _ => existing == desired,
-    }
-}
-
-/// [`contains`], except that the top-level `exact` fields (maps fabbrica alone writes, such as a
-/// ConfigMap's `data`) must be equal, so that a key dropped from the declaration is noticed.
-pub fn matches(existing: &Value, desired: &Value, exact: &[&str]) -> bool {
-    contains(existing, desired) && exact.iter().all(|f| existing.get(f) == desired.get(f))
-}
-
-/// The selector of a Factory's children.
-pub fn child_selector(factory: &str) -> String {
-    format!(
-        "{}={factory},{}={}",
-        labels::FACTORY,
-        labels::MANAGED_BY,
-        labels::MANAGER
-    )
-}
-
-fn patch_params() -> PatchParams {
-    PatchParams::apply(FIELD_MANAGER).force()
-}
-
-/// Applies the desired objects that differ from what exists and deletes the Factory's children of
-/// this kind that are no longer desired. `recreate` says when a difference is in an immutable field.
-async fn sync_kind<K>(
-    ctx: &Context,
-    api: &Api<K>,
-    kind: &str,
-    factory: &str,
-    desired: Vec<K>,
-    exact: &[&str],
-    recreate: fn(&Value, &Value) -> bool,
-) -> Result<()>
-where
-    K: Resource + Clone + Serialize + DeserializeOwned + Debug,
-{
-    let existing: BTreeMap<String, K> = api
-        .list(&ListParams::default().labels(&child_selector(factory)))
-        .await?
-        .items
-        .into_iter()
-        .map(|o| (o.name_any(), o))
-        .collect();
-    for object in &desired {
-        let name = object.name_any();
-        let want = serde_json::to_value(object)?;
-        if let Some(current) = existing.get(&name) {
-            let have = serde_json::to_value(current)?;
-            if matches(&have, &want, exact) {
-                continue;
-            }
-            if recreate(&have, &want) {
-                tracing::info!(kind, %name, "an immutable field changed; recreating");
-                api.delete(&name, &DeleteParams::default()).await?;
-                ctx.metrics.write(kind, "delete");
-            }
-        }
-        api.patch(&name, &patch_params(), &Patch::Apply(&want))
-            .await?;
-        ctx.metrics.write(kind, "apply");
-    }
-    let wanted: Vec<String> = desired.iter().map(ResourceExt::name_any).collect();
-    for name in existing.keys().filter(|n| !wanted.contains(n)) {
-        tracing::info!(kind, %name, "no longer declared; deleting");
-        match api.delete(name, &DeleteParams::default()).await {
-            Ok(_) => ctx.metrics.write(kind, "delete"),
-            Err(kube::Error::Api(status)) if status.code == 404 => {}
-            Err(err) => return Err(err.into()),
-        }
-    }
-    Ok(())
-}
-
-fn storage_class_immutable(have: &Value, want: &Value) -> bool {
-    [
+/// StorageClasses: `parameters` is fabbrica's alone; the provisioner, parameters, reclaim
+/// policy and binding mode cannot change in place.
+const STORAGE_CLASS: Kind = Kind::new("storageclass")
+    .exact(&["parameters"])
+    .immutable(&[
         "provisioner",
         "parameters",
         "reclaimPolicy",
         "volumeBindingMode",
-    ]
-    .iter()
-    .any(|f| want.get(f).is_some_and(|w| have.get(f) != Some(w)))
-}
+    ]);
+/// ConfigMaps: `data` is fabbrica's alone.
+const CONFIG_MAP: Kind = Kind::new("configmap").exact(&["data"]);
+/// Multus attachments: `spec` is fabbrica's alone.
+const NETWORK_ATTACHMENT: Kind = Kind::new("networkattachmentdefinition").exact(&["spec"]);
 
-fn never(_: &Value, _: &Value) -> bool {
-    false
-}
-
-/// Applies StorageClasses, ConfigMaps and (where Multus is served) NetworkAttachmentDefinitions.
-pub async fn apply_children(
-    ctx: &Context,
-    factory: &ValidatedFactory,
-    assignment: &Assignment,
-) -> Result<Observed> {
-    let client = &ctx.client;
-    let settings = &ctx.settings;
-    let classes = factory
-        .spec
-        .storage_tiers
-        .iter()
-        .map(|t| build::build_storage_class(factory, t))
-        .collect();
-    sync_kind(
-        ctx,
-        &Api::<StorageClass>::all(client.clone()),
-        "storageclass",
-        &factory.name,
-        classes,
-        &["parameters"],
-        storage_class_immutable,
-    )
-    .await?;
-    let device_plugin =
-        build::build_device_plugin_config_map(factory, &settings.gpu_operator_namespace);
-    let topology = build::build_topology_config_map(factory, assignment, &settings.namespace);
-    let topology_name = format!("{}/{}", settings.namespace, topology.name_any());
-    let mut by_namespace: BTreeMap<String, Vec<ConfigMap>> = BTreeMap::new();
-    by_namespace
-        .entry(settings.gpu_operator_namespace.clone())
-        .or_default()
-        .push(device_plugin);
-    by_namespace
-        .entry(settings.namespace.clone())
-        .or_default()
-        .push(topology);
-    for (namespace, maps) in by_namespace {
-        let api = Api::<ConfigMap>::namespaced(client.clone(), &namespace);
-        sync_kind(
-            ctx,
-            &api,
-            "configmap",
-            &factory.name,
-            maps,
-            &["data"],
-            never,
-        )
-        .await?;
-    }
-    let multus = match discovery::group(client, MULTUS_GROUP).await {
+/// The Multus NetworkAttachmentDefinition resource, when the API server serves it.
+pub async fn discover_multus(client: &Client) -> Option<ApiResource> {
+    match discovery::group(client, MULTUS_GROUP).await {
         Ok(group) => group
             .recommended_resources()
             .into_iter()
@@ -184,29 +48,37 @@ pub async fn apply_children(
             .filter(|(_, caps)| caps.scope == Scope::Namespaced)
             .map(|(r, _)| r),
         Err(_) => None,
-    };
-    if let Some(resource) = &multus {
-        let api =
-            Api::<DynamicObject>::namespaced_with(client.clone(), &settings.namespace, resource);
-        let desired = build::build_network_attachments(factory, &settings.namespace)
-            .into_iter()
-            .map(serde_json::from_value)
-            .collect::<Result<Vec<DynamicObject>, _>>()?;
-        sync_kind(
-            ctx,
-            &api,
-            "networkattachmentdefinition",
-            &factory.name,
-            desired,
-            &["spec"],
-            never,
-        )
-        .await?;
     }
-    Ok(Observed {
-        multus: multus.is_some(),
-        topology_config_map: topology_name,
-    })
+}
+
+/// Applies the built StorageClasses, ConfigMaps and (where Multus is served)
+/// NetworkAttachmentDefinitions; children of the Factory no longer desired are deleted.
+pub async fn apply_children(ctx: &Context, desired: &Desired) -> Result<()> {
+    let client = &ctx.kit.client;
+    let selector = child_selector(labels::FACTORY, &desired.factory);
+    let api = Api::<StorageClass>::all(client.clone());
+    sync_children(
+        &ctx.kit,
+        &api,
+        STORAGE_CLASS,
+        &selector,
+        &desired.storage_classes,
+    )
+    .await?;
+    for (namespace, maps) in &desired.config_maps {
+        let api = Api::<ConfigMap>::namespaced(client.clone(), namespace);
+        sync_children(&ctx.kit, &api, CONFIG_MAP, &selector, maps).await?;
+    }
+    if let Some((resource, attachments)) = &desired.network_attachments {
+        let api = Api::<DynamicObject>::namespaced_with(
+            client.clone(),
+            &ctx.settings.namespace,
+            resource,
+        );
+        let attachments = dynamic(attachments.clone())?;
+        sync_children(&ctx.kit, &api, NETWORK_ATTACHMENT, &selector, &attachments).await?;
+    }
+    Ok(())
 }
 
 /// Sends one Node write and records what it left. Only the Node's metadata comes back: a real
@@ -235,7 +107,7 @@ async fn write_node(
                 .unwrap_or_default();
             let facts = facts.map(|facts| change.written(facts, version));
             ctx.nodes.record_write(&written.metadata, facts);
-            ctx.metrics.write("node", "apply");
+            ctx.kit.metrics.write("node", "apply");
             Ok(())
         }
         Err(kube::Error::Api(status)) if status.code == 409 => Err(Error::NodeConflict(name)),
@@ -270,7 +142,7 @@ async fn read_facts(
     wanted: &BTreeSet<&String>,
     mut pages: futures::channel::mpsc::Sender<Result<FactsPage>>,
 ) {
-    let api = Api::<Node>::all(ctx.client.clone());
+    let api = Api::<Node>::all(ctx.kit.client.clone());
     for selector in selectors {
         let mut params = ListParams::default().labels(selector).limit(LIST_PAGE);
         loop {
@@ -377,7 +249,7 @@ pub async fn apply_nodes(
             }
         })
         .flatten();
-    let api = Api::<Node>::all(ctx.client.clone());
+    let api = Api::<Node>::all(ctx.kit.client.clone());
     let writing = futures::stream::iter(known.into_iter().map(Ok))
         .chain(read)
         .map(|write| {

@@ -1,29 +1,96 @@
-//! The desired children of a Factory and the desired state of its Nodes. Pure: no client, no clock.
+//! The desired children of a Factory and the desired state of its Nodes, built at once by
+//! [`build`] after discovery. Pure: no client, no clock.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use fabbrica_crds::labels;
+use fabbrica_crds::names::storage_class_name;
 use fabbrica_crds::v1alpha1::{FabricType, GpuPool, StorageTier};
 use k8s_openapi::api::core::v1::{ConfigMap, Taint};
 use k8s_openapi::api::storage::v1::StorageClass;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::ResourceExt;
+use kube::api::ApiResource;
 use serde_json::{Value, json};
 
-use super::placement::{Assignment, DesiredNode, fabric_tree};
+use super::placement::{Assignment, DesiredNode, assign, fabric_tree, label_selector};
 use super::validate::ValidatedFactory;
-use crate::nodes::{NodeFacts, NodeMeta, TAINTS_ANNOTATION};
+use crate::Settings;
+use crate::nodes::{NodeFacts, NodeMeta, NodeMetas, TAINTS_ANNOTATION};
+use crate::reconcile::children;
 
 /// The topology ConfigMap's key holding JSON.
 pub const TOPOLOGY_JSON: &str = "topology.json";
 /// The topology ConfigMap's key holding Slurm's `topology.conf` (tree plugin).
 pub const TOPOLOGY_CONF: &str = "topology.conf";
 
+/// Everything a Factory declares, built at once: its children and the desired state of its Nodes.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Desired {
+    /// The Factory's name, which its children carry in their labels.
+    pub factory: String,
+    /// One StorageClass per tier.
+    pub storage_classes: Vec<StorageClass>,
+    /// The device-plugin and topology ConfigMaps, by namespace.
+    pub config_maps: BTreeMap<String, Vec<ConfigMap>>,
+    /// Where Multus is served: its NetworkAttachmentDefinition resource and one attachment per rail.
+    pub network_attachments: Option<(ApiResource, Vec<Value>)>,
+    /// Where the topology ConfigMap is (`namespace/name`).
+    pub topology_config_map: String,
+    /// The Nodes matched to pools, placed, and their labels and taints.
+    pub assignment: Assignment,
+    /// The pools' node selectors, to read the Nodes whose taints are not known yet.
+    pub selectors: Vec<String>,
+}
+
+/// Builds every child of a valid Factory and the state of its Nodes from the Node projection
+/// `metas`; `multus` is the NetworkAttachmentDefinition resource when discovery found it.
+pub fn build(
+    factory: &ValidatedFactory,
+    metas: &NodeMetas,
+    settings: &Settings,
+    multus: Option<&ApiResource>,
+) -> Desired {
+    let assignment = assign(factory, metas);
+    let storage_classes = factory
+        .spec
+        .storage_tiers
+        .iter()
+        .map(|t| build_storage_class(factory, t))
+        .collect();
+    let device_plugin = build_device_plugin_config_map(factory, &settings.gpu_operator_namespace);
+    let topology = build_topology_config_map(factory, &assignment, &settings.namespace);
+    let topology_config_map = format!("{}/{}", settings.namespace, topology.name_any());
+    let mut config_maps: BTreeMap<String, Vec<ConfigMap>> = BTreeMap::new();
+    config_maps
+        .entry(settings.gpu_operator_namespace.clone())
+        .or_default()
+        .push(device_plugin);
+    config_maps
+        .entry(settings.namespace.clone())
+        .or_default()
+        .push(topology);
+    let network_attachments = multus.map(|resource| {
+        (
+            resource.clone(),
+            build_network_attachments(factory, &settings.namespace),
+        )
+    });
+    let selectors = factory.spec.gpu_pools.iter().map(label_selector).collect();
+    Desired {
+        factory: factory.name.clone(),
+        storage_classes,
+        config_maps,
+        network_attachments,
+        topology_config_map,
+        assignment,
+        selectors,
+    }
+}
+
 /// Labels every child carries: the Factory and the managed-by marker.
 pub fn child_labels(factory: &ValidatedFactory) -> BTreeMap<String, String> {
-    BTreeMap::from([
-        (labels::FACTORY.to_owned(), factory.name.clone()),
-        (labels::MANAGED_BY.to_owned(), labels::MANAGER.to_owned()),
-    ])
+    children::child_labels([(labels::FACTORY, factory.name.as_str())])
 }
 
 fn meta(
@@ -32,24 +99,12 @@ fn meta(
     namespace: Option<&str>,
     extra: &[(&str, &str)],
 ) -> ObjectMeta {
-    let mut labels = child_labels(factory);
-    labels.extend(
-        extra
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
+    let labels = children::child_labels(
+        [(labels::FACTORY, factory.name.as_str())]
+            .into_iter()
+            .chain(extra.iter().copied()),
     );
-    ObjectMeta {
-        name: Some(name),
-        namespace: namespace.map(str::to_owned),
-        labels: Some(labels),
-        owner_references: Some(vec![factory.owner.clone()]),
-        ..ObjectMeta::default()
-    }
-}
-
-/// The StorageClass of a tier: `<factory>-<tier>`.
-pub fn storage_class_name(factory: &str, tier: &str) -> String {
-    format!("{factory}-{tier}")
+    children::child_meta(name, namespace, labels, Some(&factory.owner))
 }
 
 /// One StorageClass per tier, labelled with factory and tier.

@@ -2,14 +2,17 @@
 
 use std::collections::HashMap;
 
+use fabbrica_crds::capacity::{gpus_expected, node_gpus};
+use fabbrica_crds::names::storage_class_name;
 use fabbrica_crds::v1alpha1::{FactoryStatus, PoolStatus};
-use fabbrica_crds::validation::{Problems, gpus_per_node, units_per_gpu};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use fabbrica_crds::validation::Problems;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 use super::placement::Assignment;
 use super::validate::ValidatedFactory;
 use crate::conditions::{reasons, types};
 use crate::nodes::NodeFacts;
+use crate::reconcile::conditions::{condition, merge_front, ready, settle};
 
 /// What the apply step observed besides Nodes.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -35,36 +38,6 @@ fn listing(names: &[String]) -> String {
     text
 }
 
-fn condition(
-    type_: &str,
-    ok: bool,
-    reason: &str,
-    message: String,
-    generation: Option<i64>,
-    now: &Time,
-) -> Condition {
-    Condition {
-        type_: type_.to_owned(),
-        status: if ok { "True" } else { "False" }.to_owned(),
-        reason: reason.to_owned(),
-        message,
-        observed_generation: generation,
-        last_transition_time: now.clone(),
-    }
-}
-
-/// Keeps a condition's transition time when its status did not change.
-fn settle(mut conditions: Vec<Condition>, previous: Option<&FactoryStatus>) -> Vec<Condition> {
-    for c in &mut conditions {
-        if let Some(old) = previous.and_then(|p| p.conditions.iter().find(|o| o.type_ == c.type_))
-            && old.status == c.status
-        {
-            c.last_transition_time = old.last_transition_time.clone();
-        }
-    }
-    conditions
-}
-
 /// The status of a valid Factory.
 pub fn build_status(
     factory: &ValidatedFactory,
@@ -77,7 +50,7 @@ pub fn build_status(
     let generation = factory.generation;
     let spec = &factory.spec;
     let mut pools = Vec::new();
-    let (mut gpus_ready, mut gpus_expected) = (0u64, 0u64);
+    let (mut gpus_ready, mut expected) = (0u64, 0u64);
     let mut waiting = Vec::new();
     let mut conflicts = Vec::new();
     for pool in &spec.gpu_pools {
@@ -91,13 +64,9 @@ pub fn build_status(
             .filter_map(|n| facts.get(n))
             .filter(|f| f.ready)
             .collect();
-        let per_node = u64::from(gpus_per_node(pool));
-        let units = u64::from(units_per_gpu(pool)).max(1);
-        gpus_ready += ready
-            .iter()
-            .map(|f| (f.gpus / units).min(per_node))
-            .sum::<u64>();
-        gpus_expected += u64::from(pool.expected_nodes) * per_node;
+        let pool_gpus_ready: u64 = ready.iter().map(|f| node_gpus(pool, f.gpus)).sum();
+        gpus_ready += pool_gpus_ready;
+        expected += gpus_expected(pool);
         let conflicting = assignment
             .conflicts
             .get(&pool.name)
@@ -109,6 +78,7 @@ pub fn build_status(
             nodes_ready: u32::try_from(ready.len()).unwrap_or(u32::MAX),
             nodes_expected: pool.expected_nodes,
             gpus_allocatable: ready.iter().map(|f| f.gpus).sum(),
+            gpus_ready: Some(pool_gpus_ready),
             conflicting_nodes: conflicting.clone(),
         };
         if status.nodes_ready < status.nodes_expected {
@@ -126,7 +96,6 @@ pub fn build_status(
         }
         pools.push(status);
     }
-    let pools_ok = waiting.is_empty() && conflicts.is_empty();
     let pools_condition = if !conflicts.is_empty() {
         condition(
             types::POOLS_READY,
@@ -191,7 +160,7 @@ pub fn build_status(
     let classes: Vec<String> = spec
         .storage_tiers
         .iter()
-        .map(|t| super::build::storage_class_name(&factory.name, &t.name))
+        .map(|t| storage_class_name(&factory.name, &t.name))
         .collect();
     let storage_message = if classes.is_empty() {
         "no storage tiers declared".to_owned()
@@ -230,32 +199,12 @@ pub fn build_status(
             now,
         )
     };
-    let ready = pools_ok && fabric_ok;
-    let ready_condition = if ready {
-        let message = format!("{gpus_ready} of {gpus_expected} GPUs ready");
-        condition(
-            types::READY,
-            true,
-            reasons::ALL_READY,
-            message,
-            generation,
-            now,
-        )
-    } else {
-        let failing: Vec<String> = [&pools_condition, &fabric_condition]
-            .into_iter()
-            .filter(|c| c.status != "True")
-            .map(|c| format!("{}: {}", c.type_, c.message))
-            .collect();
-        condition(
-            types::READY,
-            false,
-            reasons::NOT_READY,
-            failing.join("; "),
-            generation,
-            now,
-        )
-    };
+    let ready_condition = ready(
+        &[&pools_condition, &fabric_condition],
+        format!("{gpus_ready} of {expected} GPUs ready"),
+        generation,
+        now,
+    );
     let conditions = vec![
         ready_condition,
         pools_condition,
@@ -265,10 +214,10 @@ pub fn build_status(
     ];
     FactoryStatus {
         observed_generation: generation,
-        conditions: settle(conditions, previous),
+        conditions: settle(conditions, previous.map_or(&[], |p| &p.conditions)),
         pool_count: u32::try_from(spec.gpu_pools.len()).unwrap_or(u32::MAX),
         gpus_ready,
-        gpus_expected,
+        gpus_expected: expected,
         pools,
     }
 }
@@ -291,8 +240,6 @@ pub fn invalid_status(
         generation,
         now,
     );
-    let ready = settle(vec![ready], previous).remove(0);
-    status.conditions.retain(|c| c.type_ != types::READY);
-    status.conditions.insert(0, ready);
+    merge_front(&mut status.conditions, vec![ready]);
     status
 }

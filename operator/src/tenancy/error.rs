@@ -33,5 +33,11 @@ impl From<serde_json::Error> for Error {
     }
 }
 
+impl crate::reconcile::run::Failure for Error {
+    fn metric_label(&self) -> &'static str {
+        Error::metric_label(self)
+    }
+}
+
 /// Results of the tenancy controllers.
 pub type Result<T, E = Error> = std::result::Result<T, E>;

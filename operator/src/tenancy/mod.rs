@@ -4,10 +4,9 @@
 //! policies, members bound to `edit` in that namespace only, Kueue queues where Kueue is served);
 //! a JupyterEnvironment becomes a notebook server in that namespace. Both reconcile as a pipeline:
 //! fetch -> validate (the shared rules of `fabbrica-crds`) -> build (pure `build_<child>`
-//! functions) -> apply (server-side apply, orphans deleted) -> status (written only when changed).
+//! functions) -> apply (server-side apply, orphans deleted) -> status (written only when changed),
+//! with the writes, the status patch, Events and the run loop of [`crate::reconcile`].
 
-pub mod apply;
-pub mod conditions;
 pub mod error;
 #[cfg(test)]
 mod fixtures;
@@ -15,35 +14,28 @@ pub mod jupyter;
 pub mod workspace;
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use fabbrica_crds::labels;
 use fabbrica_crds::v1alpha1::{Factory, Workspace};
 use futures::FutureExt;
 use k8s_openapi::api::core::v1::Namespace;
 use kube::api::ListParams;
-use kube::runtime::controller::Action;
-use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Api, Client, ResourceExt};
-use tracing::warn;
 
 use crate::Settings;
 use crate::clock::Clock;
 use crate::metrics::Metrics;
+use crate::reconcile::Kit;
 
 pub use error::{Error, Result};
 
 /// What the tenancy reconciles share.
 pub struct Context {
-    /// The API client.
-    pub client: Client,
-    /// Metrics, shared with the HTTP server.
-    pub metrics: Arc<Metrics>,
+    /// The client, metrics and Event publisher of the reconcile kit.
+    pub kit: Kit,
     /// The clock of condition transition times.
     pub clock: Arc<dyn Clock>,
-    /// Publishes Events.
-    pub recorder: Recorder,
     /// Every Workspace, as the Workspace controller's watch sees them; filled before the first
     /// Workspace reconcile runs.
     pub workspaces: Store<Workspace>,
@@ -59,6 +51,12 @@ impl std::fmt::Debug for Context {
     }
 }
 
+impl AsRef<Kit> for Context {
+    fn as_ref(&self) -> &Kit {
+        &self.kit
+    }
+}
+
 impl Context {
     /// A context whose Events name `reporter` as the instance.
     pub fn new(
@@ -69,36 +67,11 @@ impl Context {
         workspaces: Store<Workspace>,
         factory_selector: Option<String>,
     ) -> Self {
-        let reporter = Reporter {
-            controller: labels::MANAGER.to_owned(),
-            instance: Some(reporter.to_owned()),
-        };
-        let recorder = Recorder::new(client.clone(), reporter);
         Self {
-            client,
-            metrics,
+            kit: Kit::new(client, metrics, reporter),
             clock,
-            recorder,
             workspaces,
             factory_selector,
-        }
-    }
-
-    /// Publishes an Event about `object`; a failure is logged, never fatal.
-    pub async fn publish<K>(&self, object: &K, type_: EventType, reason: &str, note: String)
-    where
-        K: kube::Resource<DynamicType = ()>,
-    {
-        let event = Event {
-            type_,
-            reason: reason.to_owned(),
-            note: Some(note),
-            action: "Reconcile".to_owned(),
-            secondary: None,
-        };
-        match self.recorder.publish(&event, &object.object_ref(&())).await {
-            Ok(()) => self.metrics.write("event", "create"),
-            Err(err) => warn!(error = %err, "publishing an Event failed"),
         }
     }
 
@@ -115,7 +88,7 @@ impl Context {
         let params = ListParams::default()
             .labels(selector)
             .fields(&format!("metadata.name={}", factory.name_any()));
-        let matching = Api::<Factory>::all(self.client.clone())
+        let matching = Api::<Factory>::all(self.kit.client.clone())
             .list_metadata(&params)
             .await?;
         Ok(!matching.items.is_empty())
@@ -127,7 +100,7 @@ impl Context {
     /// Two reads instead of the Workspace watch's store: waiting for that store to fill from
     /// several reconciles at once loses wake-ups (its readiness signal wakes one waiter only).
     pub async fn workspace_of(&self, namespace: &str) -> Result<Option<Workspace>> {
-        let Some(ns) = Api::<Namespace>::all(self.client.clone())
+        let Some(ns) = Api::<Namespace>::all(self.kit.client.clone())
             .get_opt(namespace)
             .await?
         else {
@@ -136,7 +109,7 @@ impl Context {
         let Some(name) = ns.labels().get(labels::WORKSPACE) else {
             return Ok(None);
         };
-        let workspace = Api::<Workspace>::all(self.client.clone())
+        let workspace = Api::<Workspace>::all(self.kit.client.clone())
             .get_opt(name)
             .await?;
         Ok(workspace.filter(|w| {
@@ -145,38 +118,6 @@ impl Context {
                     .is_some_and(|uid| workspace::apply::owned_by(&ns, &uid))
         }))
     }
-}
-
-/// What a failed reconcile of either controller does: counts it, logs it, records a Warning
-/// Event on the object, and tries again in ten seconds.
-fn error_policy<K>(
-    controller: &'static str,
-    object: Arc<K>,
-    error: &Error,
-    ctx: Arc<Context>,
-) -> Action
-where
-    K: kube::Resource<DynamicType = ()> + Send + Sync + 'static,
-{
-    ctx.metrics.failure(controller, error.metric_label());
-    warn!(
-        controller,
-        name = %object.name_any(),
-        namespace = object.namespace().unwrap_or_default(),
-        error = %error,
-        "reconcile failed"
-    );
-    let note = format!("{}: {error}", conditions::reasons::RECONCILE_FAILED);
-    tokio::spawn(async move {
-        ctx.publish(
-            object.as_ref(),
-            EventType::Warning,
-            conditions::events::RECONCILE_FAILED,
-            note,
-        )
-        .await;
-    });
-    Action::requeue(Duration::from_secs(10))
 }
 
 /// The Workspace and JupyterEnvironment controllers, running until `shutdown` completes.

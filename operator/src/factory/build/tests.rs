@@ -235,3 +235,35 @@ fn the_facts_a_write_leaves_make_the_next_plan_a_no_op() {
     };
     assert_eq!(labels_only.written(facts, "9".into()).taints.len(), 1);
 }
+
+#[test]
+fn the_build_returns_every_child_and_attachments_only_where_multus_is_served() {
+    let factory = factory();
+    let settings = Settings::default();
+    let without = build(&factory, &nodes(), &settings, None);
+    assert_eq!(without.factory, "it4lia");
+    assert_eq!(
+        without.storage_classes.len(),
+        factory.spec.storage_tiers.len()
+    );
+    let maps: Vec<String> = without.config_maps["gpu-operator"]
+        .iter()
+        .chain(&without.config_maps["fabbrica-system"])
+        .map(ResourceExt::name_any)
+        .collect();
+    assert_eq!(maps, ["it4lia-device-plugin", "it4lia-topology"]);
+    assert_eq!(
+        without.topology_config_map,
+        "fabbrica-system/it4lia-topology"
+    );
+    assert!(without.network_attachments.is_none());
+    assert_eq!(without.assignment, assign(&factory, &nodes()));
+    assert_eq!(without.selectors.len(), factory.spec.gpu_pools.len());
+    let gvk =
+        kube::api::GroupVersionKind::gvk("k8s.cni.cncf.io", "v1", "NetworkAttachmentDefinition");
+    let multus = ApiResource::from_gvk(&gvk);
+    let with = build(&factory, &nodes(), &settings, Some(&multus));
+    let (resource, attachments) = with.network_attachments.unwrap();
+    assert_eq!(resource, multus);
+    assert_eq!(attachments.len(), 8, "one per rail");
+}

@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 
 use fabbrica_crds::labels;
+use fabbrica_crds::names::storage_class_name;
 use fabbrica_crds::v1alpha1::{StorageMount, StorageRole};
 use k8s_openapi::api::apps::v1::{StatefulSet, StatefulSetSpec};
 use k8s_openapi::api::core::v1::{
@@ -22,7 +23,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use super::validate::ValidatedEnvironment;
-use crate::factory::build::storage_class_name;
+use crate::reconcile::children;
 use crate::tenancy::tolerations;
 
 /// The notebook server's port.
@@ -63,6 +64,32 @@ pub fn url(environment: &str, namespace: &str) -> String {
     format!("http://{environment}.{namespace}.svc:{PORT}")
 }
 
+/// Every child of an admitted environment but its token Secret, built at once (the token is
+/// random and created once, in [`super::apply`]).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Desired {
+    /// The home claim and one claim per extra mount.
+    pub claims: Vec<PersistentVolumeClaim>,
+    /// The notebook's Service.
+    pub service: Service,
+    /// The NetworkPolicy admitting the namespace only.
+    pub network_policy: NetworkPolicy,
+    /// The notebook server.
+    pub stateful_set: StatefulSet,
+}
+
+/// Builds the children of an admitted environment.
+pub fn build(env: &ValidatedEnvironment) -> Desired {
+    let mut claims = vec![build_home_claim(env)];
+    claims.extend(build_mount_claims(env));
+    Desired {
+        claims,
+        service: build_service(env),
+        network_policy: build_network_policy(env),
+        stateful_set: build_stateful_set(env),
+    }
+}
+
 /// Labels that select the environment's Pods.
 pub fn selector_labels(env: &ValidatedEnvironment) -> BTreeMap<String, String> {
     BTreeMap::from([
@@ -74,30 +101,16 @@ pub fn selector_labels(env: &ValidatedEnvironment) -> BTreeMap<String, String> {
 /// Labels every child carries.
 pub fn child_labels(env: &ValidatedEnvironment) -> BTreeMap<String, String> {
     let mut labels = selector_labels(env);
-    labels.insert(APP_INSTANCE.to_owned(), env.name.clone());
-    labels.insert(labels::FACTORY.to_owned(), env.factory.clone());
-    labels.insert(labels::MANAGED_BY.to_owned(), labels::MANAGER.to_owned());
+    labels.extend(children::child_labels([
+        (APP_INSTANCE, env.name.as_str()),
+        (labels::FACTORY, env.factory.as_str()),
+    ]));
     labels
 }
 
-/// The selector of an environment's children.
-pub fn child_selector(environment: &str) -> String {
-    format!(
-        "{}={environment},{}={}",
-        labels::ENVIRONMENT,
-        labels::MANAGED_BY,
-        labels::MANAGER
-    )
-}
-
 fn meta(env: &ValidatedEnvironment, name: String, owned: bool) -> ObjectMeta {
-    ObjectMeta {
-        name: Some(name),
-        namespace: Some(env.namespace.clone()),
-        labels: Some(child_labels(env)),
-        owner_references: owned.then(|| vec![env.owner.clone()]),
-        ..ObjectMeta::default()
-    }
+    let owner = owned.then_some(&env.owner);
+    children::child_meta(name, Some(&env.namespace), child_labels(env), owner)
 }
 
 /// The Secret holding the notebook's access token; created once, never rewritten.

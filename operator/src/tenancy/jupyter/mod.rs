@@ -2,8 +2,10 @@
 //!
 //! An environment belongs to the Workspace whose namespace it is in. It is validated against its
 //! Factory's catalog and its Workspace's quota; a refused one gets a condition naming the field
-//! and nothing is created (or deleted) for it. [`validate`], [`build`] and [`status`] are pure.
+//! and nothing is created (or deleted) for it. [`validate`], [`build`] and [`status`] are pure;
+//! [`apply`] does the writes.
 
+pub mod apply;
 pub mod build;
 pub mod status;
 pub mod validate;
@@ -12,22 +14,21 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use fabbrica_crds::v1alpha1::{Factory, JupyterEnvironment, JupyterEnvironmentStatus, Workspace};
-use futures::StreamExt;
 use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Secret, Service};
+use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Service};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
-use kube::api::PostParams;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::EventType;
 use kube::runtime::watcher;
 use kube::{Api, Resource, ResourceExt};
 use tracing::{instrument, warn};
 
-use super::Context;
-use super::apply::{patch_status, sync_children};
-use super::conditions::{events, is_true, reasons, types};
-use super::{Error, Result};
-use crate::FIELD_MANAGER;
+pub use self::apply::random_token;
+use super::{Context, Result};
+use crate::conditions::{events, reasons, types};
+use crate::reconcile::conditions::is_true;
+use crate::reconcile::run::run as run_controller;
+use crate::reconcile::status::patch_status;
 
 /// The controller's name in metrics.
 pub const CONTROLLER: &str = "jupyter";
@@ -37,7 +38,7 @@ pub const RESYNC: Duration = Duration::from_secs(300);
 /// The JupyterEnvironment controller with its watches: environments, their children, and the
 /// Workspaces and Factories that admit them.
 pub fn controller(ctx: &Arc<Context>) -> Controller<JupyterEnvironment> {
-    let client = ctx.client.clone();
+    let client = ctx.kit.client.clone();
     let managed = crate::owners::managed();
     let controller = Controller::new(
         Api::<JupyterEnvironment>::all(client.clone()),
@@ -88,19 +89,7 @@ pub async fn run(
     ctx: Arc<Context>,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
-    controller
-        .graceful_shutdown_on(shutdown)
-        .run(
-            reconcile,
-            |object, error, ctx| super::error_policy(CONTROLLER, object, error, ctx),
-            ctx,
-        )
-        .for_each(|result| async move {
-            if let Err(err) = result {
-                tracing::debug!(error = %err, "environment reconcile did not complete");
-            }
-        })
-        .await;
+    run_controller(controller, CONTROLLER, reconcile, ctx, shutdown).await;
 }
 
 async fn write_status(
@@ -109,22 +98,15 @@ async fn write_status(
     status: &JupyterEnvironmentStatus,
 ) -> Result<bool> {
     let api = Api::<JupyterEnvironment>::namespaced(
-        ctx.client.clone(),
+        ctx.kit.client.clone(),
         &env.namespace().unwrap_or_default(),
     );
-    patch_status(ctx, &api, env, env.status.as_ref(), status).await
-}
-
-/// A random access token: 32 bytes from the operating system, hex-encoded.
-pub fn random_token() -> Result<String> {
-    let mut bytes = [0u8; 32];
-    getrandom::fill(&mut bytes).map_err(|err| Error::Token(err.to_string()))?;
-    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+    Ok(patch_status(&ctx.kit, &api, env, env.status.as_ref(), status).await?)
 }
 
 #[instrument(skip(env, ctx), fields(environment = %env.name_any(), namespace = env.namespace(), generation = env.meta().generation))]
 async fn reconcile(env: Arc<JupyterEnvironment>, ctx: Arc<Context>) -> Result<Action> {
-    let _timer = ctx.metrics.reconcile(CONTROLLER);
+    let _timer = ctx.kit.metrics.reconcile(CONTROLLER);
     if env.meta().deletion_timestamp.is_some() {
         // Children go with their owner references; a kept home volume stays.
         return Ok(Action::await_change());
@@ -155,7 +137,7 @@ async fn reconcile(env: Arc<JupyterEnvironment>, ctx: Arc<Context>) -> Result<Ac
         .as_ref()
         .map(|s| s.conditions.as_slice())
         .unwrap_or_default();
-    let factory = Api::<Factory>::all(ctx.client.clone())
+    let factory = Api::<Factory>::all(ctx.kit.client.clone())
         .get_opt(&workspace.spec.factory)
         .await?;
     // The tenant of a Factory outside `--factory-selector` belongs to another instance.
@@ -204,90 +186,25 @@ async fn reconcile(env: Arc<JupyterEnvironment>, ctx: Arc<Context>) -> Result<Ac
             );
             if write_status(&ctx, &env, &status).await? {
                 warn!(%problems, "profile refused; nothing created");
-                ctx.publish(
-                    env.as_ref(),
-                    EventType::Warning,
-                    events::PROFILE_REFUSED,
-                    format!("nothing created: {problems}"),
-                )
-                .await;
+                ctx.kit
+                    .events
+                    .publish(
+                        env.as_ref(),
+                        EventType::Warning,
+                        events::PROFILE_REFUSED,
+                        format!("nothing created: {problems}"),
+                    )
+                    .await;
             }
             return Ok(Action::await_change());
         }
     };
-    // build and apply
-    let ready_replicas = apply_children(&ctx, &validated).await?;
+    // build
+    let desired = build::build(&validated);
+    // apply
+    let ready_replicas = apply::apply_children(&ctx, &validated, &desired).await?;
     // status
     let status = status::build_status(&validated, ready_replicas, previous, &now);
     write_status(&ctx, &env, &status).await?;
     Ok(Action::requeue(RESYNC))
-}
-
-/// Creates the token Secret when it does not exist; an existing token is never rewritten, so it
-/// survives reconciles and operator restarts.
-async fn ensure_token(ctx: &Context, env: &validate::ValidatedEnvironment) -> Result<()> {
-    let api = Api::<Secret>::namespaced(ctx.client.clone(), &env.namespace);
-    if api
-        .get_opt(&build::token_secret_name(&env.name))
-        .await?
-        .is_some()
-    {
-        return Ok(());
-    }
-    let secret = build::build_token_secret(env, &random_token()?);
-    let params = PostParams {
-        field_manager: Some(FIELD_MANAGER.to_owned()),
-        ..PostParams::default()
-    };
-    match api.create(&params, &secret).await {
-        Ok(_) => ctx.metrics.write("secret", "create"),
-        // Another replica created it first: theirs is the token.
-        Err(kube::Error::Api(status)) if status.code == 409 => {}
-        Err(err) => return Err(err.into()),
-    }
-    Ok(())
-}
-
-/// Applies the environment's children; returns the StatefulSet's ready replicas.
-async fn apply_children(ctx: &Context, env: &validate::ValidatedEnvironment) -> Result<i32> {
-    let client = &ctx.client;
-    let namespace = &env.namespace;
-    let selector = build::child_selector(&env.name);
-    ensure_token(ctx, env).await?;
-    let mut claims = vec![build::build_home_claim(env)];
-    claims.extend(build::build_mount_claims(env));
-    let api = Api::<PersistentVolumeClaim>::namespaced(client.clone(), namespace);
-    sync_children(ctx, &api, "persistentvolumeclaim", &selector, &claims).await?;
-    let api = Api::<Service>::namespaced(client.clone(), namespace);
-    sync_children(
-        ctx,
-        &api,
-        "service",
-        &selector,
-        &[build::build_service(env)],
-    )
-    .await?;
-    let api = Api::<NetworkPolicy>::namespaced(client.clone(), namespace);
-    sync_children(
-        ctx,
-        &api,
-        "networkpolicy",
-        &selector,
-        &[build::build_network_policy(env)],
-    )
-    .await?;
-    let api = Api::<StatefulSet>::namespaced(client.clone(), namespace);
-    let stored = sync_children(
-        ctx,
-        &api,
-        "statefulset",
-        &selector,
-        &[build::build_stateful_set(env)],
-    )
-    .await?;
-    Ok(stored
-        .get(&env.name)
-        .and_then(|s| s.status.as_ref())
-        .and_then(|s| s.ready_replicas)
-        .unwrap_or(0))
 }

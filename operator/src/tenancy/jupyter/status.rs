@@ -1,11 +1,12 @@
 //! The JupyterEnvironment's status. Pure.
 
 use fabbrica_crds::v1alpha1::JupyterEnvironmentStatus;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 use super::build::url;
 use super::validate::ValidatedEnvironment;
-use crate::tenancy::conditions::{condition, reasons, settle, types};
+use crate::conditions::{reasons, types};
+use crate::reconcile::conditions::{condition, merge_front, settle};
 
 /// The notebook has a ready replica.
 pub const RUNNING: &str = "Running";
@@ -72,12 +73,7 @@ pub fn build_status(
     let conditions = vec![ready, admitted, running_condition];
     JupyterEnvironmentStatus {
         observed_generation: generation,
-        conditions: settle(
-            conditions,
-            previous
-                .map(|p| p.conditions.as_slice())
-                .unwrap_or_default(),
-        ),
+        conditions: settle(conditions, previous.map_or(&[], |p| &p.conditions)),
         phase: Some(if running { RUNNING } else { PENDING }.to_owned()),
         url: Some(url(&env.name, &env.namespace)),
     }
@@ -96,7 +92,7 @@ pub fn refused_status(
     let mut status = previous.cloned().unwrap_or_default();
     status.observed_generation = generation;
     status.phase = Some(phase.to_owned());
-    let changed: Vec<Condition> = vec![
+    let changed = vec![
         condition(
             types::READY,
             false,
@@ -107,10 +103,6 @@ pub fn refused_status(
         ),
         condition(types::ADMITTED, false, reason, message, generation, now),
     ];
-    let changed = settle(changed, &status.conditions);
-    status
-        .conditions
-        .retain(|c| !changed.iter().any(|n| n.type_ == c.type_));
-    status.conditions.splice(0..0, changed);
+    merge_front(&mut status.conditions, changed);
     status
 }

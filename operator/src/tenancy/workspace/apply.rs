@@ -1,5 +1,8 @@
-//! Writes of the Workspace controller: the namespace (only one that is free or already the
-//! workspace's), its quota, limits, policies and binding, Kueue's queues where Kueue is served.
+//! Writes of the Workspace controller, and the reads before its build: the namespace (only one
+//! that is free or already the workspace's) and Kueue's discovery; then the built namespace, its
+//! quota, limits, policies and binding, Kueue's queues where Kueue is served.
+
+use std::slice;
 
 use fabbrica_crds::labels;
 use k8s_openapi::api::core::v1::{LimitRange, Namespace, ResourceQuota};
@@ -8,13 +11,22 @@ use k8s_openapi::api::rbac::v1::RoleBinding;
 use kube::api::{ApiResource, DynamicObject, ListParams};
 use kube::discovery;
 use kube::{Api, ResourceExt};
-use serde_json::Value;
 
-use super::build::{self, child_selector};
+use super::build::{self, Desired, KueueApis, Queues, child_selector};
 use super::status::Observed;
 use super::validate::ValidatedWorkspace;
-use crate::tenancy::apply::{apply_one, sync_children};
+use crate::reconcile::apply::{Kind, apply_one, dynamic, sync_children};
+use crate::reconcile::children;
 use crate::tenancy::{Context, Result};
+
+const NAMESPACE: Kind = Kind::new("namespace");
+const RESOURCE_QUOTA: Kind = Kind::new("resourcequota");
+const LIMIT_RANGE: Kind = Kind::new("limitrange");
+const NETWORK_POLICY: Kind = Kind::new("networkpolicy");
+const ROLE_BINDING: Kind = Kind::new("rolebinding");
+const RESOURCE_FLAVOR: Kind = Kind::new("resourceflavor");
+const CLUSTER_QUEUE: Kind = Kind::new("clusterqueue");
+const LOCAL_QUEUE: Kind = Kind::new("localqueue");
 
 /// Whether the workspace may use its namespace.
 #[derive(Clone, Debug, PartialEq)]
@@ -35,7 +47,7 @@ pub fn owned_by(namespace: &Namespace, uid: &str) -> bool {
 /// Reads the namespace and says whether the workspace may take it: the operator never adopts a
 /// namespace someone else made, since deleting the workspace would then delete it.
 pub async fn check_namespace(ctx: &Context, ws: &ValidatedWorkspace) -> Result<NamespaceCheck> {
-    let api = Api::<Namespace>::all(ctx.client.clone());
+    let api = Api::<Namespace>::all(ctx.kit.client.clone());
     let Some(namespace) = api.get_opt(&ws.spec.namespace).await? else {
         return Ok(NamespaceCheck::Usable(None));
     };
@@ -55,19 +67,28 @@ pub async fn check_namespace(ctx: &Context, ws: &ValidatedWorkspace) -> Result<N
     Ok(NamespaceCheck::Usable(Some(Box::new(namespace))))
 }
 
-/// The served Kueue kinds, by kind, when Kueue's CRDs are installed.
-async fn kueue(ctx: &Context) -> Result<Option<Vec<ApiResource>>> {
-    match discovery::group(&ctx.client, build::KUEUE_GROUP).await {
+/// Kueue's kinds, when its CRDs are installed and serve all three.
+pub async fn discover_kueue(ctx: &Context) -> Result<Option<KueueApis>> {
+    match discovery::group(&ctx.kit.client, build::KUEUE_GROUP).await {
         Ok(group) => {
             let resources: Vec<ApiResource> = group
                 .recommended_resources()
                 .into_iter()
                 .map(|(r, _)| r)
                 .collect();
-            let served = ["ResourceFlavor", "ClusterQueue", "LocalQueue"]
-                .iter()
-                .all(|k| resources.iter().any(|r| r.kind == *k));
-            Ok(served.then_some(resources))
+            let of = |kind: &str| resources.iter().find(|r| r.kind == kind).cloned();
+            Ok(
+                match (of("ResourceFlavor"), of("ClusterQueue"), of("LocalQueue")) {
+                    (Some(resource_flavor), Some(cluster_queue), Some(local_queue)) => {
+                        Some(KueueApis {
+                            resource_flavor,
+                            cluster_queue,
+                            local_queue,
+                        })
+                    }
+                    _ => None,
+                },
+            )
         }
         Err(kube::Error::Discovery(_)) => Ok(None),
         Err(kube::Error::Api(status)) if status.code == 404 => Ok(None),
@@ -75,111 +96,70 @@ async fn kueue(ctx: &Context) -> Result<Option<Vec<ApiResource>>> {
     }
 }
 
-fn dynamic(values: Vec<Value>) -> Result<Vec<DynamicObject>> {
-    Ok(values
-        .into_iter()
-        .map(serde_json::from_value)
-        .collect::<Result<_, _>>()?)
-}
-
 /// Applies the namespace and everything in it; what is no longer desired is deleted.
 pub async fn apply_children(
     ctx: &Context,
-    ws: &ValidatedWorkspace,
+    desired: &Desired,
     current: Option<&Namespace>,
 ) -> Result<Observed> {
-    let client = &ctx.client;
-    let namespace = &ws.spec.namespace;
-    apply_one(
-        ctx,
-        &Api::<Namespace>::all(client.clone()),
-        "namespace",
-        &build::build_namespace(ws),
-        current,
-    )
-    .await?;
-    let selector = child_selector(&ws.name);
-    let quotas = Api::<ResourceQuota>::namespaced(client.clone(), namespace);
-    let mut quotas = sync_children(
-        ctx,
-        &quotas,
-        "resourcequota",
-        &selector,
-        &[build::build_resource_quota(ws)],
-    )
-    .await?;
-    let limits = Api::<LimitRange>::namespaced(client.clone(), namespace);
-    sync_children(
-        ctx,
-        &limits,
-        "limitrange",
-        &selector,
-        &[build::build_limit_range(ws)],
-    )
-    .await?;
-    let policies = build::build_network_policies(ws);
-    let api = Api::<NetworkPolicy>::namespaced(client.clone(), namespace);
-    sync_children(ctx, &api, "networkpolicy", &selector, &policies).await?;
-    let binding: Vec<RoleBinding> = build::build_role_binding(ws).into_iter().collect();
+    let client = &ctx.kit.client;
+    let namespace = desired.namespace.name_any();
+    let api = Api::<Namespace>::all(client.clone());
+    apply_one(&ctx.kit, &api, NAMESPACE, &desired.namespace, current).await?;
+    let selector = child_selector(&desired.workspace);
+    let api = Api::<ResourceQuota>::namespaced(client.clone(), &namespace);
+    let quota = slice::from_ref(&desired.quota);
+    let mut quotas = sync_children(&ctx.kit, &api, RESOURCE_QUOTA, &selector, quota).await?;
+    let api = Api::<LimitRange>::namespaced(client.clone(), &namespace);
+    let limits = slice::from_ref(&desired.limits);
+    sync_children(&ctx.kit, &api, LIMIT_RANGE, &selector, limits).await?;
+    let api = Api::<NetworkPolicy>::namespaced(client.clone(), &namespace);
+    sync_children(&ctx.kit, &api, NETWORK_POLICY, &selector, &desired.policies).await?;
+    let binding = desired.binding.as_slice();
     let members = binding
         .iter()
         .filter_map(|b| b.subjects.as_ref())
         .map(Vec::len)
         .sum();
-    let api = Api::<RoleBinding>::namespaced(client.clone(), namespace);
-    sync_children(ctx, &api, "rolebinding", &selector, &binding).await?;
-    let kueue = kueue(ctx).await?;
-    if let Some(resources) = &kueue {
-        apply_queues(ctx, ws, resources).await?;
+    let api = Api::<RoleBinding>::namespaced(client.clone(), &namespace);
+    sync_children(&ctx.kit, &api, ROLE_BINDING, &selector, binding).await?;
+    if let Some(queues) = &desired.queues {
+        apply_queues(ctx, desired, queues, &namespace).await?;
     }
     Ok(Observed {
         quota: quotas.remove(build::QUOTA),
-        kueue: kueue.is_some(),
+        kueue: desired.queues.is_some(),
         members,
-        policies: policies.len(),
+        policies: desired.policies.len(),
     })
 }
 
 async fn apply_queues(
     ctx: &Context,
-    ws: &ValidatedWorkspace,
-    resources: &[ApiResource],
+    desired: &Desired,
+    queues: &Queues,
+    namespace: &str,
 ) -> Result<()> {
-    let client = &ctx.client;
-    let of = |kind: &str| resources.iter().find(|r| r.kind == kind).cloned();
-    let (Some(flavor), Some(cluster_queue), Some(local_queue)) =
-        (of("ResourceFlavor"), of("ClusterQueue"), of("LocalQueue"))
-    else {
-        return Ok(());
-    };
+    let client = &ctx.kit.client;
+    let apis = &queues.apis;
     // Flavors are shared by the factory's workspaces: applied when missing or different, never
     // deleted here (they go with their Factory).
-    let api = Api::<DynamicObject>::all_with(client.clone(), &flavor);
-    let selector = format!(
-        "{}={},{}={}",
-        labels::FACTORY,
-        ws.spec.factory,
-        labels::MANAGED_BY,
-        labels::MANAGER
-    );
+    let api = Api::<DynamicObject>::all_with(client.clone(), &apis.resource_flavor);
+    let selector = children::child_selector(labels::FACTORY, &desired.factory);
     let existing = api
         .list(&ListParams::default().labels(&selector))
         .await?
         .items;
-    for object in dynamic(build::build_resource_flavors(ws, &flavor.api_version))? {
+    for object in dynamic(queues.flavors.clone())? {
         let current = existing.iter().find(|e| e.name_any() == object.name_any());
-        apply_one(ctx, &api, "resourceflavor", &object, current).await?;
+        apply_one(&ctx.kit, &api, RESOURCE_FLAVOR, &object, current).await?;
     }
-    let selector = child_selector(&ws.name);
-    let api = Api::<DynamicObject>::all_with(client.clone(), &cluster_queue);
-    let desired = dynamic(vec![build::build_cluster_queue(
-        ws,
-        &cluster_queue.api_version,
-    )])?;
-    sync_children(ctx, &api, "clusterqueue", &selector, &desired).await?;
-    let api =
-        Api::<DynamicObject>::namespaced_with(client.clone(), &ws.spec.namespace, &local_queue);
-    let desired = dynamic(vec![build::build_local_queue(ws, &local_queue.api_version)])?;
-    sync_children(ctx, &api, "localqueue", &selector, &desired).await?;
+    let selector = child_selector(&desired.workspace);
+    let api = Api::<DynamicObject>::all_with(client.clone(), &apis.cluster_queue);
+    let cluster_queue = dynamic(vec![queues.cluster_queue.clone()])?;
+    sync_children(&ctx.kit, &api, CLUSTER_QUEUE, &selector, &cluster_queue).await?;
+    let api = Api::<DynamicObject>::namespaced_with(client.clone(), namespace, &apis.local_queue);
+    let local_queue = dynamic(vec![queues.local_queue.clone()])?;
+    sync_children(&ctx.kit, &api, LOCAL_QUEUE, &selector, &local_queue).await?;
     Ok(())
 }

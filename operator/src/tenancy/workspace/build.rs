@@ -1,8 +1,11 @@
-//! The desired children of a Workspace. Pure: no client, no clock.
+//! The desired children of a Workspace, built at once by [`build`] after discovery. Pure: no
+//! client, no clock.
 
 use std::collections::BTreeMap;
 
+use fabbrica_crds::capacity::gpus_granted;
 use fabbrica_crds::labels;
+use fabbrica_crds::names::{GPU_REQUESTS, storage_class_name, storage_requests};
 use fabbrica_crds::v1alpha1::StorageRole;
 use k8s_openapi::api::core::v1::{
     LimitRange, LimitRangeItem, LimitRangeSpec, Namespace, ResourceQuota, ResourceQuotaSpec,
@@ -15,10 +18,11 @@ use k8s_openapi::api::rbac::v1::{RoleBinding, RoleRef, Subject};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use kube::api::ApiResource;
 use serde_json::{Value, json};
 
 use super::validate::ValidatedWorkspace;
-use crate::factory::build::storage_class_name;
+use crate::reconcile::children;
 use crate::tenancy::tolerations;
 
 /// The ResourceQuota of a workspace's namespace.
@@ -37,42 +41,96 @@ pub const ALLOW_SAME_NAMESPACE: &str = "fabbrica-allow-same-namespace";
 pub const ALLOW_DNS: &str = "fabbrica-allow-dns";
 /// The LocalQueue tenants submit Kueue workloads to.
 pub const LOCAL_QUEUE: &str = "default";
-/// The ResourceQuota key of GPU requests.
-pub const GPU_REQUESTS: &str = "requests.nvidia.com/gpu";
 /// The Pod Security Admission labels of the namespace: `restricted`, latest version.
 pub const POD_SECURITY: [(&str, &str); 2] = [
     ("pod-security.kubernetes.io/enforce", "restricted"),
     ("pod-security.kubernetes.io/enforce-version", "latest"),
 ];
 
+/// Kueue's kinds, as the API server serves them.
+#[derive(Clone, Debug, PartialEq)]
+pub struct KueueApis {
+    /// ResourceFlavor (cluster-scoped).
+    pub resource_flavor: ApiResource,
+    /// ClusterQueue (cluster-scoped).
+    pub cluster_queue: ApiResource,
+    /// LocalQueue (namespaced).
+    pub local_queue: ApiResource,
+}
+
+/// Kueue's objects of a workspace, as JSON for a dynamic apply.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Queues {
+    /// Where they are served.
+    pub apis: KueueApis,
+    /// One ResourceFlavor per pool, shared by the factory's workspaces.
+    pub flavors: Vec<Value>,
+    /// The workspace's ClusterQueue.
+    pub cluster_queue: Value,
+    /// The LocalQueue in its namespace.
+    pub local_queue: Value,
+}
+
+/// Every child of a valid Workspace, built at once.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Desired {
+    /// The Workspace's name, which its children carry in their labels.
+    pub workspace: String,
+    /// The Factory's name, which the shared ResourceFlavors carry.
+    pub factory: String,
+    /// The tenant's namespace.
+    pub namespace: Namespace,
+    /// Its ResourceQuota.
+    pub quota: ResourceQuota,
+    /// Its LimitRange.
+    pub limits: LimitRange,
+    /// Its NetworkPolicies.
+    pub policies: Vec<NetworkPolicy>,
+    /// The members' RoleBinding; none without members.
+    pub binding: Option<RoleBinding>,
+    /// Kueue's objects, where Kueue is served.
+    pub queues: Option<Queues>,
+}
+
+/// Builds every child of a valid Workspace; `kueue` is where discovery found Kueue's kinds.
+pub fn build(ws: &ValidatedWorkspace, kueue: Option<&KueueApis>) -> Desired {
+    Desired {
+        workspace: ws.name.clone(),
+        factory: ws.spec.factory.clone(),
+        namespace: build_namespace(ws),
+        quota: build_resource_quota(ws),
+        limits: build_limit_range(ws),
+        policies: build_network_policies(ws),
+        binding: build_role_binding(ws),
+        queues: kueue.map(|apis| Queues {
+            flavors: build_resource_flavors(ws, &apis.resource_flavor.api_version),
+            cluster_queue: build_cluster_queue(ws, &apis.cluster_queue.api_version),
+            local_queue: build_local_queue(ws, &apis.local_queue.api_version),
+            apis: apis.clone(),
+        }),
+    }
+}
+
 /// Labels every child carries: workspace, factory and the managed-by marker.
 pub fn child_labels(ws: &ValidatedWorkspace) -> BTreeMap<String, String> {
-    BTreeMap::from([
-        (labels::WORKSPACE.to_owned(), ws.name.clone()),
-        (labels::FACTORY.to_owned(), ws.spec.factory.clone()),
-        (labels::MANAGED_BY.to_owned(), labels::MANAGER.to_owned()),
+    children::child_labels([
+        (labels::WORKSPACE, ws.name.as_str()),
+        (labels::FACTORY, ws.spec.factory.as_str()),
     ])
 }
 
 /// The selector of a workspace's children; the environments' children in its namespace are not.
 pub fn child_selector(workspace: &str) -> String {
     format!(
-        "{}={workspace},{}={},!{}",
-        labels::WORKSPACE,
-        labels::MANAGED_BY,
-        labels::MANAGER,
+        "{},!{}",
+        children::child_selector(labels::WORKSPACE, workspace),
         labels::ENVIRONMENT
     )
 }
 
 fn meta(ws: &ValidatedWorkspace, name: &str, namespaced: bool) -> ObjectMeta {
-    ObjectMeta {
-        name: Some(name.to_owned()),
-        namespace: namespaced.then(|| ws.spec.namespace.clone()),
-        labels: Some(child_labels(ws)),
-        owner_references: Some(vec![ws.owner.clone()]),
-        ..ObjectMeta::default()
-    }
+    let namespace = namespaced.then_some(ws.spec.namespace.as_str());
+    children::child_meta(name, namespace, child_labels(ws), Some(&ws.owner))
 }
 
 /// The tenant's namespace: labelled with workspace and factory, Pod Security `restricted`
@@ -98,16 +156,6 @@ pub fn build_namespace(ws: &ValidatedWorkspace) -> Namespace {
     }
 }
 
-/// GPUs granted over all pools.
-pub fn gpus_granted(ws: &ValidatedWorkspace) -> u64 {
-    ws.spec.gpu_quota.iter().map(|q| u64::from(q.gpus)).sum()
-}
-
-/// The ResourceQuota key of storage requested on one StorageClass.
-pub fn storage_requests(class: &str) -> String {
-    format!("{class}.storageclass.storage.k8s.io/requests.storage")
-}
-
 /// The namespace's quota: GPU requests over all pools, and storage per tier's StorageClass.
 ///
 /// A plain ResourceQuota cannot tell pools apart (Kueue's ClusterQueue does that, per pool); it
@@ -116,7 +164,7 @@ pub fn storage_requests(class: &str) -> String {
 pub fn build_resource_quota(ws: &ValidatedWorkspace) -> ResourceQuota {
     let mut hard = BTreeMap::from([(
         GPU_REQUESTS.to_owned(),
-        Quantity(gpus_granted(ws).to_string()),
+        Quantity(gpus_granted(&ws.spec).to_string()),
     )]);
     for tier in &ws.factory.storage_tiers {
         let granted = ws
@@ -297,7 +345,7 @@ pub fn build_resource_flavors(ws: &ValidatedWorkspace, api_version: &str) -> Vec
                 "kind": "ResourceFlavor",
                 "metadata": {
                     "name": flavor_name(factory, &pool.name),
-                    "labels": {labels::FACTORY: factory, labels::MANAGED_BY: labels::MANAGER},
+                    "labels": children::child_labels([(labels::FACTORY, factory.as_str())]),
                     "ownerReferences": [ws.factory_owner],
                 },
                 "spec": spec,

@@ -1,6 +1,7 @@
 //! The Workspace controller: fetch -> validate -> build -> apply -> status.
 //!
-//! [`validate`], [`build`] and [`status`] are pure; [`apply`] does the writes. A finalizer holds
+//! [`validate`], [`build`] and [`status`] are pure; [`apply`] does the writes (discovery of Kueue
+//! and the namespace's owner come before the build). A finalizer holds
 //! the Workspace on deletion until the JupyterEnvironments in its namespace are gone; then the
 //! garbage collector deletes the namespace (owned by the Workspace) and everything in it.
 
@@ -13,25 +14,25 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use fabbrica_crds::v1alpha1::{Factory, JupyterEnvironment, Workspace, WorkspaceStatus};
-use futures::StreamExt;
 use k8s_openapi::api::core::v1::{LimitRange, Namespace, ResourceQuota};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::rbac::v1::RoleBinding;
 use kube::api::ListParams;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::EventType;
-use kube::runtime::finalizer::{self, finalizer};
+use kube::runtime::finalizer;
 use kube::runtime::watcher;
 use kube::{Api, Client, Resource, ResourceExt};
 use tracing::{info, instrument, warn};
 
 use self::apply::NamespaceCheck;
 use self::validate::Refusal;
-use super::apply::{delete, patch_status};
-use super::conditions::{events, reasons, types};
 use super::{Context, Result};
-
+use crate::conditions::{events, reasons, types};
 use crate::owners::cluster_owners;
+use crate::reconcile::apply::delete;
+use crate::reconcile::run::{run as run_controller, with_finalizer};
+use crate::reconcile::status::patch_status;
 
 /// The controller's name in metrics.
 pub const CONTROLLER: &str = "workspace";
@@ -92,29 +93,17 @@ pub async fn run(
     ctx: Arc<Context>,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
-    controller
-        .graceful_shutdown_on(shutdown)
-        .run(
-            reconcile,
-            |object, error, ctx| super::error_policy(CONTROLLER, object, error, ctx),
-            ctx,
-        )
-        .for_each(|result| async move {
-            if let Err(err) = result {
-                tracing::debug!(error = %err, "workspace reconcile did not complete");
-            }
-        })
-        .await;
+    run_controller(controller, CONTROLLER, reconcile, ctx, shutdown).await;
 }
 
 #[instrument(skip(workspace, ctx), fields(workspace = %workspace.name_any(), generation = workspace.meta().generation))]
 async fn reconcile(workspace: Arc<Workspace>, ctx: Arc<Context>) -> Result<Action> {
-    let _timer = ctx.metrics.reconcile(CONTROLLER);
-    let api = Api::<Workspace>::all(ctx.client.clone());
+    let _timer = ctx.kit.metrics.reconcile(CONTROLLER);
+    let api = Api::<Workspace>::all(ctx.kit.client.clone());
     let has_finalizer = workspace.finalizers().iter().any(|f| f == FINALIZER);
     let deleting = workspace.meta().deletion_timestamp.is_some();
     // fetch
-    let factory = Api::<Factory>::all(ctx.client.clone())
+    let factory = Api::<Factory>::all(ctx.kit.client.clone())
         .get_opt(&workspace.spec.factory)
         .await?;
     // The tenant of a Factory outside `--factory-selector` belongs to another instance, unless
@@ -131,23 +120,22 @@ async fn reconcile(workspace: Arc<Workspace>, ctx: Arc<Context>) -> Result<Actio
     {
         return Ok(wait);
     }
-    let result = finalizer(&api, FINALIZER, workspace, |event| async {
-        match event {
-            finalizer::Event::Apply(workspace) => {
-                reconcile_workspace(&workspace, factory.as_ref(), &ctx).await
+    with_finalizer(
+        &ctx.kit,
+        &api,
+        FINALIZER,
+        "workspace",
+        workspace,
+        |event| async {
+            match event {
+                finalizer::Event::Apply(workspace) => {
+                    reconcile_workspace(&workspace, factory.as_ref(), &ctx).await
+                }
+                finalizer::Event::Cleanup(_) => Ok(Action::await_change()),
             }
-            finalizer::Event::Cleanup(_) => Ok(Action::await_change()),
-        }
-    })
-    .await;
-    if result.is_ok() && has_finalizer == deleting {
-        ctx.metrics.write("workspace", "patch");
-    }
-    result.map_err(|err| match err {
-        finalizer::Error::ApplyFailed(err) | finalizer::Error::CleanupFailed(err) => err,
-        finalizer::Error::AddFinalizer(err) | finalizer::Error::RemoveFinalizer(err) => err.into(),
-        other => crate::Error::Finalizer(other.to_string()).into(),
-    })
+        },
+    )
+    .await
 }
 
 async fn write_status(
@@ -155,8 +143,8 @@ async fn write_status(
     workspace: &Workspace,
     status: &WorkspaceStatus,
 ) -> Result<bool> {
-    let api = Api::<Workspace>::all(ctx.client.clone());
-    patch_status(ctx, &api, workspace, workspace.status.as_ref(), status).await
+    let api = Api::<Workspace>::all(ctx.kit.client.clone());
+    Ok(patch_status(&ctx.kit, &api, workspace, workspace.status.as_ref(), status).await?)
 }
 
 async fn reconcile_workspace(
@@ -185,7 +173,9 @@ async fn reconcile_workspace(
             if write_status(ctx, workspace, &status).await? {
                 warn!(%problems, "invalid spec; nothing changed");
                 let note = format!("nothing changed: {problems}");
-                ctx.publish(workspace, EventType::Warning, events::INVALID_SPEC, note)
+                ctx.kit
+                    .events
+                    .publish(workspace, EventType::Warning, events::INVALID_SPEC, note)
                     .await;
             }
             return Ok(Action::await_change());
@@ -207,7 +197,7 @@ async fn reconcile_workspace(
             return Ok(Action::await_change());
         }
     };
-    // apply
+    // fetch the namespace: only one that is free or already the workspace's is used
     let current = match apply::check_namespace(ctx, &validated).await? {
         NamespaceCheck::Usable(current) => current,
         NamespaceCheck::Taken(message) => {
@@ -220,13 +210,15 @@ async fn reconcile_workspace(
                 &now,
             );
             if write_status(ctx, workspace, &status).await? {
-                ctx.publish(
-                    workspace,
-                    EventType::Warning,
-                    events::NAMESPACE_TAKEN,
-                    message,
-                )
-                .await;
+                ctx.kit
+                    .events
+                    .publish(
+                        workspace,
+                        EventType::Warning,
+                        events::NAMESPACE_TAKEN,
+                        message,
+                    )
+                    .await;
             }
             return Ok(Action::requeue(NAMESPACE_POLL));
         }
@@ -247,7 +239,11 @@ async fn reconcile_workspace(
             return Ok(Action::requeue(DELETION_POLL));
         }
     };
-    let observed = apply::apply_children(ctx, &validated, current.as_deref()).await?;
+    // discover, then build every desired child
+    let kueue = apply::discover_kueue(ctx).await?;
+    let desired = build::build(&validated, kueue.as_ref());
+    // apply
+    let observed = apply::apply_children(ctx, &desired, current.as_deref()).await?;
     // status
     let status = status::build_status(&validated, &observed, previous, &now);
     write_status(ctx, workspace, &status).await?;
@@ -261,7 +257,7 @@ async fn delete_environments(workspace: &Workspace, ctx: &Context) -> Result<Opt
     let uid = workspace
         .uid()
         .ok_or(crate::Error::MissingField("metadata.uid"))?;
-    let namespaces = Api::<Namespace>::all(ctx.client.clone());
+    let namespaces = Api::<Namespace>::all(ctx.kit.client.clone());
     // A namespace the workspace does not own is not its to empty.
     let owned = namespaces
         .get_opt(namespace)
@@ -270,7 +266,7 @@ async fn delete_environments(workspace: &Workspace, ctx: &Context) -> Result<Opt
     if !owned {
         return Ok(None);
     }
-    let api = Api::<JupyterEnvironment>::namespaced(ctx.client.clone(), namespace);
+    let api = Api::<JupyterEnvironment>::namespaced(ctx.kit.client.clone(), namespace);
     let remaining = api.list_metadata(&ListParams::default()).await?.items;
     if remaining.is_empty() {
         info!(%namespace, "no environments left; releasing the namespace");
@@ -282,7 +278,7 @@ async fn delete_environments(workspace: &Workspace, ctx: &Context) -> Result<Opt
         .map(ResourceExt::name_any)
         .collect();
     for name in &fresh {
-        delete(ctx, &api, "jupyterenvironment", name).await?;
+        delete(&ctx.kit, &api, "jupyterenvironment", name).await?;
     }
     if !fresh.is_empty() {
         let note = format!(
@@ -290,13 +286,15 @@ async fn delete_environments(workspace: &Workspace, ctx: &Context) -> Result<Opt
             fresh.len(),
             fresh.join(", ")
         );
-        ctx.publish(
-            workspace,
-            EventType::Normal,
-            events::ENVIRONMENTS_DELETED,
-            note,
-        )
-        .await;
+        ctx.kit
+            .events
+            .publish(
+                workspace,
+                EventType::Normal,
+                events::ENVIRONMENTS_DELETED,
+                note,
+            )
+            .await;
     }
     Ok(Some(Action::requeue(DELETION_POLL)))
 }

@@ -1,13 +1,15 @@
 //! The Workspace's status, computed from what was applied and observed. Pure.
 
+use fabbrica_crds::capacity::gpus_granted;
+use fabbrica_crds::names::GPU_REQUESTS;
 use fabbrica_crds::quantity;
 use fabbrica_crds::v1alpha1::{QuotaUsage, WorkspaceStatus};
 use k8s_openapi::api::core::v1::ResourceQuota;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
-use super::build::{GPU_REQUESTS, gpus_granted};
 use super::validate::ValidatedWorkspace;
-use crate::tenancy::conditions::{condition, reasons, settle, types};
+use crate::conditions::{reasons, types};
+use crate::reconcile::conditions::{condition, merge_front, ready, settle};
 
 /// What the apply step observed.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -70,7 +72,7 @@ pub fn build_status(
         now,
     );
     let quota_usage = observed.quota.as_ref().map(quota_usage).unwrap_or_default();
-    let granted = gpus_granted(ws);
+    let granted = gpus_granted(&ws.spec);
     let used = observed.quota.as_ref().map_or(0, gpus_used);
     let quota = condition(
         types::QUOTA_READY,
@@ -124,40 +126,16 @@ pub fn build_status(
             now,
         )
     };
-    let parts = [&namespace, &quota, &access];
-    let failing: Vec<String> = parts
-        .iter()
-        .filter(|c| c.status != "True")
-        .map(|c| format!("{}: {}", c.type_, c.message))
-        .collect();
-    let ready = if failing.is_empty() {
-        condition(
-            types::READY,
-            true,
-            reasons::ALL_READY,
-            format!("{used} of {granted} GPUs in use"),
-            generation,
-            now,
-        )
-    } else {
-        condition(
-            types::READY,
-            false,
-            reasons::NOT_READY,
-            failing.join("; "),
-            generation,
-            now,
-        )
-    };
+    let ready = ready(
+        &[&namespace, &quota, &access],
+        format!("{used} of {granted} GPUs in use"),
+        generation,
+        now,
+    );
     let conditions = vec![ready, namespace, quota, access, queue];
     WorkspaceStatus {
         observed_generation: generation,
-        conditions: settle(
-            conditions,
-            previous
-                .map(|p| p.conditions.as_slice())
-                .unwrap_or_default(),
-        ),
+        conditions: settle(conditions, previous.map_or(&[], |p| &p.conditions)),
         gpus_used: used,
         gpus_granted: granted,
         quota: quota_usage,
@@ -187,10 +165,6 @@ pub fn refused_status(
     if let Some(type_) = also {
         changed.push(condition(type_, false, reason, message, generation, now));
     }
-    let changed = settle(changed, &status.conditions);
-    status
-        .conditions
-        .retain(|c| !changed.iter().any(|n| n.type_ == c.type_));
-    status.conditions.splice(0..0, changed);
+    merge_front(&mut status.conditions, changed);
     status
 }

@@ -235,3 +235,33 @@ fn a_later_workspace_cannot_take_an_earlier_ones_namespace_or_partition() {
         Err(Refusal::FactoryMissing("lab".into()))
     );
 }
+
+#[test]
+fn the_build_returns_every_child_and_queues_only_where_kueue_is_served() {
+    let ws = validated_workspace();
+    let without = build(&ws, None);
+    assert_eq!(without.namespace, build_namespace(&ws));
+    assert_eq!(without.quota, build_resource_quota(&ws));
+    assert_eq!(without.policies.len(), 3);
+    assert_eq!(without.binding, build_role_binding(&ws));
+    assert!(without.queues.is_none());
+    let api = |kind: &str| {
+        ApiResource::from_gvk(&kube::api::GroupVersionKind::gvk(
+            KUEUE_GROUP,
+            "v1beta1",
+            kind,
+        ))
+    };
+    let kueue = KueueApis {
+        resource_flavor: api("ResourceFlavor"),
+        cluster_queue: api("ClusterQueue"),
+        local_queue: api("LocalQueue"),
+    };
+    let queues = build(&ws, Some(&kueue)).queues.unwrap();
+    assert_eq!(
+        queues.flavors,
+        build_resource_flavors(&ws, "kueue.x-k8s.io/v1beta1")
+    );
+    assert_eq!(queues.local_queue["spec"]["clusterQueue"], json!(ws.name));
+    assert_eq!(queues.apis, kueue);
+}

@@ -1,0 +1,55 @@
+//! The reconcile kit every controller is built from: what a controller needs besides its own
+//! validate, build and status.
+//!
+//! - [`apply`]: children by server-side apply under [`crate::FIELD_MANAGER`], compared first,
+//!   orphans deleted, recreated on an immutable change (after Stackable's `ClusterResources`).
+//! - [`children`]: the labels, selector and metadata every child carries.
+//! - [`conditions`]: conditions built and merged, keeping transition times.
+//! - [`status`]: one status patch, written only when the status changed.
+//! - [`events`]: one Event publisher.
+//! - [`run`]: the finalizer wrapper, the error policy and the controller run loop.
+//!
+//! The helpers take a [`Kit`], not a controller's context: a controller's context holds one, so
+//! a new controller needs no copy of the plumbing.
+
+pub mod apply;
+pub mod children;
+pub mod conditions;
+pub mod events;
+pub mod run;
+pub mod status;
+
+use std::sync::Arc;
+
+use kube::Client;
+
+use crate::metrics::Metrics;
+
+/// What every controller's context holds for the kit's helpers.
+#[derive(Clone)]
+pub struct Kit {
+    /// The API client.
+    pub client: Client,
+    /// Metrics, shared with the HTTP server: every write is counted.
+    pub metrics: Arc<Metrics>,
+    /// Publishes Events.
+    pub events: events::Publisher,
+}
+
+impl std::fmt::Debug for Kit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Kit").finish_non_exhaustive()
+    }
+}
+
+impl Kit {
+    /// A kit whose Events name `instance` as the reporting instance.
+    pub fn new(client: Client, metrics: Arc<Metrics>, instance: &str) -> Self {
+        let events = events::Publisher::new(client.clone(), metrics.clone(), instance);
+        Self {
+            client,
+            metrics,
+            events,
+        }
+    }
+}
