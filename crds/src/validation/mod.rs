@@ -1,5 +1,6 @@
-//! Validation of specs beyond what the CRD schema can say (Kubernetes 1.20 has no
-//! CEL rules): rules across fields, across objects, and against the catalog.
+//! Validation of specs: the rules across objects and against the catalog, which no CRD
+//! schema can state, and again the one-object rules the schema enforces at admission, so
+//! files are checked the same way without a cluster.
 //! Pure: every problem is returned at once, each with its field path.
 //!
 //! One module per kind ([`factory`], [`workspace`], [`jupyter`]); the problem type and the

@@ -47,12 +47,9 @@ impl Publisher {
             action: "Reconcile".to_owned(),
             secondary: None,
         };
-        let mut reference = object.object_ref(&());
-        // Events of cluster-scoped objects live in `default`; Kubernetes 1.20's events.k8s.io/v1
-        // validation requires the reference to name the Event's namespace.
-        if reference.namespace.is_none() {
-            reference.namespace = Some("default".to_owned());
-        }
+        // An Event about a cluster-scoped object (Factory, Workspace) goes to `default` and
+        // leaves the reference's namespace empty, as Kubernetes records Events about Nodes.
+        let reference = object.object_ref(&());
         match self.recorder.publish(&event, &reference).await {
             Ok(()) => self.metrics.write("event", "create"),
             Err(err) => warn!(error = %err, "publishing an Event failed"),
