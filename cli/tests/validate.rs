@@ -17,13 +17,21 @@ fn fabbrica(args: &[&str]) -> (i32, String) {
 #[test]
 fn the_examples_are_valid() {
     for example in [
-        "blueprints/examples/ai-factory.yaml",
-        "blueprints/examples/gigafactory.yaml",
-        "blueprints/sites/ai-factory.yaml",
-        "blueprints/sites/gigafactory.yaml",
+        &["blueprints/examples/ai-factory.yaml"][..],
+        // The notebooks, checked against the workspaces and the Factory they belong to.
+        &[
+            "blueprints/examples/ai-factory.yaml",
+            "blueprints/examples/ai-factory-notebooks.yaml",
+        ],
+        &["blueprints/examples/gigafactory.yaml"],
+        &["blueprints/sites/ai-factory.yaml"],
+        &["blueprints/sites/gigafactory.yaml"],
     ] {
-        let (code, out) = fabbrica(&["validate", example]);
-        assert_eq!(code, 0, "{example}: {out}");
+        let args: Vec<&str> = std::iter::once("validate")
+            .chain(example.iter().copied())
+            .collect();
+        let (code, out) = fabbrica(&args);
+        assert_eq!(code, 0, "{example:?}: {out}");
         assert!(out.starts_with("valid: "), "{out}");
     }
 }

@@ -8,7 +8,34 @@ use crate::v1alpha1::{Factory, JupyterEnvironment, Workspace};
 
 /// Every CRD fabbrica serves, in the order they should be applied.
 pub fn all() -> Vec<CustomResourceDefinition> {
-    vec![Factory::crd(), Workspace::crd(), JupyterEnvironment::crd()]
+    [Factory::crd(), Workspace::crd(), JupyterEnvironment::crd()]
+        .into_iter()
+        .map(without_unsigned_formats)
+        .collect()
+}
+
+/// schemars marks unsigned integers `format: uint32`, a format the API server does not know
+/// and warns about on every apply; the `minimum: 0` beside it already says what it means.
+fn without_unsigned_formats(crd: CustomResourceDefinition) -> CustomResourceDefinition {
+    fn strip(value: &mut serde_json::Value) {
+        match value {
+            serde_json::Value::Object(map) => {
+                let unsigned = map
+                    .get("format")
+                    .and_then(serde_json::Value::as_str)
+                    .is_some_and(|f| f.starts_with("uint"));
+                if unsigned {
+                    map.remove("format");
+                }
+                map.values_mut().for_each(strip);
+            }
+            serde_json::Value::Array(items) => items.iter_mut().for_each(strip),
+            _ => {}
+        }
+    }
+    let mut value = serde_json::to_value(crd).expect("a CRD serializes to JSON");
+    strip(&mut value);
+    serde_json::from_value(value).expect("a CRD without formats is still a CRD")
 }
 
 /// The file name of a CRD in `crds/yaml/`: `<plural>.fabbrica.io.yaml`.

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use kube::config::{KubeConfigOptions, Kubeconfig};
-use kube::{Client, Config};
+use kube::{Client, Config, ResourceExt};
 
 /// Where `tests/control-plane up` writes its admin kubeconfig by default.
 pub fn default_kubeconfig() -> PathBuf {
@@ -171,25 +171,92 @@ pub fn fabbrica(args: &[&str]) -> anyhow::Result<std::process::ExitCode> {
     fabbrica::run(cli)
 }
 
-/// Registers `node` as its kubelet would: creates it, then reports it Ready with `gpus`
-/// allocatable `nvidia.com/gpu` (and a DGX's CPU and memory) through the status subresource.
+/// The annotation that hands a Node to kwok, the simulated kubelet `tests/control-plane` runs.
+pub const KWOK_NODE_ANNOTATION: &str = "kwok.x-k8s.io/node";
+
+/// Registers `node` as its kubelet would, with a simulated kubelet (kwok) behind it: created
+/// with its `kubernetes.io/hostname` label, `gpus` allocatable `nvidia.com/gpu` (and a DGX's CPU, memory and Pod capacity) in its
+/// status, then reported Ready and its lease renewed by kwok. Pods bound to it go Running.
 pub async fn register_ready_node(
     api: &kube::Api<k8s_openapi::api::core::v1::Node>,
     node: &k8s_openapi::api::core::v1::Node,
     gpus: &str,
 ) -> anyhow::Result<()> {
-    use kube::api::{Patch, PatchParams, PostParams};
-    let name = node.metadata.name.clone().context("the Node has a name")?;
-    api.create(&PostParams::default(), node).await?;
-    let status = serde_json::json!({"status": {
-        "capacity": {fabbrica_crds::labels::GPU_RESOURCE: gpus, "cpu": "224", "memory": "2Ti"},
-        "allocatable": {fabbrica_crds::labels::GPU_RESOURCE: gpus, "cpu": "220", "memory": "2000Gi"},
-        "conditions": [{"type": "Ready", "status": "True", "reason": "KubeletReady", "message": "test",
-            "lastHeartbeatTime": "2026-01-01T00:00:00Z", "lastTransitionTime": "2026-01-01T00:00:00Z"}],
-    }});
-    api.patch_status(&name, &PatchParams::default(), &Patch::Merge(&status))
-        .await?;
+    use kube::api::PostParams;
+    let mut node = node.clone();
+    let name = node.name_any();
+    // The label a kubelet gives its Node; volumes pinned to a Node select it by this.
+    node.metadata
+        .labels
+        .get_or_insert_default()
+        .entry("kubernetes.io/hostname".to_owned())
+        .or_insert(name);
+    node.metadata
+        .annotations
+        .get_or_insert_default()
+        .insert(KWOK_NODE_ANNOTATION.to_owned(), "fake".to_owned());
+    node.status = Some(serde_json::from_value(serde_json::json!({
+        "capacity": {fabbrica_crds::labels::GPU_RESOURCE: gpus, "cpu": "224", "memory": "2Ti", "pods": "110"},
+        "allocatable": {fabbrica_crds::labels::GPU_RESOURCE: gpus, "cpu": "220", "memory": "2000Gi", "pods": "110"},
+    }))?);
+    api.create(&PostParams::default(), &node).await?;
     Ok(())
+}
+
+/// A Node of a catalog GPU system, labelled as the GPU Operator's feature discovery labels it
+/// (`nvidia.com/gpu.product`, `.count`, `.memory` in MiB, and `nvidia.com/gpu.clique`, the
+/// NVLink domain, on GB200 NVL72 trays: `rack` numbers the domain), with `labels` added.
+/// Register it with [`register_gpu_node`].
+pub fn gpu_node(
+    name: &str,
+    system: fabbrica_crds::v1alpha1::GpuSystem,
+    rack: u32,
+    labels: std::collections::BTreeMap<String, String>,
+) -> anyhow::Result<k8s_openapi::api::core::v1::Node> {
+    use fabbrica_crds::v1alpha1::GpuSystem;
+    let spec = fabbrica_crds::catalog::system(system);
+    let product = match system {
+        GpuSystem::DgxH100 => "NVIDIA-H100-80GB-HBM3",
+        GpuSystem::DgxH200 => "NVIDIA-H200",
+        GpuSystem::DgxB200 => "NVIDIA-B200",
+        GpuSystem::Gb200Nvl72 => "NVIDIA-GB200",
+    };
+    let mut all = std::collections::BTreeMap::from([
+        ("nvidia.com/gpu.present".to_owned(), "true".to_owned()),
+        ("nvidia.com/gpu.product".to_owned(), product.to_owned()),
+        (
+            "nvidia.com/gpu.count".to_owned(),
+            spec.gpus_per_node.to_string(),
+        ),
+        (
+            "nvidia.com/gpu.memory".to_owned(),
+            (spec.gpu_memory_gb * 1024).to_string(),
+        ),
+    ]);
+    if system == GpuSystem::Gb200Nvl72 {
+        // GFD's clique label: the NVLink fabric's cluster UUID and the clique within it.
+        all.insert(
+            "nvidia.com/gpu.clique".to_owned(),
+            format!("6f1e0c52-5b1a-4d7e-9a43-0c1a2b3c4d5e.{rack}"),
+        );
+    }
+    all.extend(labels);
+    Ok(serde_json::from_value(
+        serde_json::json!({"metadata": {"name": name, "labels": all}}),
+    )?)
+}
+
+/// Registers a [`gpu_node`] with its system's GPUs allocatable, managed by kwok.
+pub async fn register_gpu_node(
+    api: &kube::Api<k8s_openapi::api::core::v1::Node>,
+    node: &k8s_openapi::api::core::v1::Node,
+) -> anyhow::Result<()> {
+    let gpus = node
+        .labels()
+        .get("nvidia.com/gpu.count")
+        .context("a gpu_node carries nvidia.com/gpu.count")?
+        .clone();
+    register_ready_node(api, node, &gpus).await
 }
 
 /// Fails with trivy's report when `trivy config` (with `extra` arguments) finds a HIGH or

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use fabbrica_tests::{client, eventually, install_crds, kubectl, repo_root, unique_name};
-use kube::api::{Api, DynamicObject, Patch, PatchParams};
+use kube::api::{Api, DynamicObject, PostParams};
 use kube::core::GroupVersionKind;
 use kube::discovery::ApiResource;
 
@@ -22,7 +22,11 @@ async fn examples_apply_and_kubectl_teaches_the_api() -> anyhow::Result<()> {
         crds.to_str().unwrap(),
     ])?;
 
-    for example in ["ai-factory.yaml", "gigafactory.yaml"] {
+    for example in [
+        "ai-factory.yaml",
+        "ai-factory-notebooks.yaml",
+        "gigafactory.yaml",
+    ] {
         let path = repo_root().join("blueprints/examples").join(example);
         let text = std::fs::read_to_string(&path)?;
         // Environments live in their workspace's namespace, which the operator creates; here we make them.
@@ -79,7 +83,11 @@ async fn examples_apply_and_kubectl_teaches_the_api() -> anyhow::Result<()> {
     assert!(table.contains("aiFactory"), "{table}");
 
     let all = kubectl(&["get", "fabbrica", "--all-namespaces"])?;
-    for example in ["ai-factory.yaml", "gigafactory.yaml"] {
+    for example in [
+        "ai-factory.yaml",
+        "ai-factory-notebooks.yaml",
+        "gigafactory.yaml",
+    ] {
         let path = repo_root().join("blueprints/examples").join(example);
         kubectl(&["delete", "--wait=false", "-f", path.to_str().unwrap()])?;
     }
@@ -113,23 +121,124 @@ async fn the_api_server_rejects_bad_fields_and_names_them() -> anyhow::Result<()
             "fabric": {"type": "infiniband", "railsPerNode": "eight", "linkSpeed": "400G", "topology": {"source": "nodeOrder"}}
         }
     }))?;
+    // A create reports every bad field; server-side apply stops at the first type error.
     let err = factories
-        .patch(
-            &name,
-            &PatchParams::apply("fabbrica-tests"),
-            &Patch::Apply(&bad),
-        )
+        .create(&PostParams::default(), &bad)
         .await
         .expect_err("the API server must refuse this Factory");
-    // Kubernetes 1.20 names list items without their index (`spec.gpuPools.expectedNodes`).
     let message = err.to_string();
     for field in [
         "spec.site.country",
         "spec.site.tier",
-        "spec.gpuPools.expectedNodes",
+        "spec.gpuPools[0].expectedNodes",
         "spec.fabric.railsPerNode",
     ] {
         assert!(message.contains(field), "{field} not named in: {message}");
+    }
+    Ok(())
+}
+
+/// A Factory the API server accepts, to break one rule at a time.
+fn valid_factory(name: &str) -> serde_json::Value {
+    serde_json::json!({
+        "apiVersion": "fabbrica.io/v1alpha1",
+        "kind": "Factory",
+        "metadata": {"name": name},
+        "spec": {
+            "site": {"name": "x", "country": "IT", "tier": "aiFactory"},
+            "gpuPools": [{"name": "a", "nodeSelector": {"a": "b"}, "system": "dgx-h100", "expectedNodes": 2}],
+            "fabric": {"type": "infiniband", "railsPerNode": 8, "linkSpeed": "400G",
+                       "topology": {"source": "nodeOrder"},
+                       "partitionKeys": {"first": "0x0100", "last": "0x01FF"}},
+        }
+    })
+}
+
+/// Every rule the CRD schema states about one object: the API server refuses the object at
+/// admission (before any controller sees it) and names the field and what is valid.
+#[tokio::test]
+async fn the_api_server_enforces_the_crds_cross_field_rules() -> anyhow::Result<()> {
+    let client = client().await?;
+    install_crds(&client).await?;
+    let gvk = GroupVersionKind::gvk("fabbrica.io", "v1alpha1", "Factory");
+    let factories: Api<DynamicObject> = Api::all_with(client, &ApiResource::from_gvk(&gvk));
+    let accepted = unique_name("rules");
+    let object: DynamicObject = serde_json::from_value(valid_factory(&accepted))?;
+    let params = PostParams {
+        dry_run: true,
+        ..PostParams::default()
+    };
+    factories.create(&params, &object).await?;
+    type Breaker = fn(&mut serde_json::Value);
+    let cases: [(&str, Breaker, &str, &str); 8] = [
+        (
+            "duplicate pool names",
+            |f| {
+                let pool = f["spec"]["gpuPools"][0].clone();
+                f["spec"]["gpuPools"].as_array_mut().unwrap().push(pool);
+            },
+            "spec.gpuPools[1]",
+            "Duplicate value",
+        ),
+        (
+            "MIG and time-slicing together",
+            |f| {
+                f["spec"]["gpuPools"][0]["sharing"] = serde_json::json!({"mig": {"profile": "1g.10gb"}, "timeSlicing": {"replicas": 4}})
+            },
+            "spec.gpuPools[0].sharing",
+            "a pool shares its GPUs one way",
+        ),
+        (
+            "a maxUnavailable that is no percentage",
+            |f| {
+                f["spec"]["gpuPools"][0]["maintenance"] =
+                    serde_json::json!({"maxUnavailable": "half"})
+            },
+            "spec.gpuPools[0].maintenance.maxUnavailable",
+            "valid: an integer or",
+        ),
+        (
+            "a partition range whose first is above its last",
+            |f| f["spec"]["fabric"]["partitionKeys"]["first"] = "0x0200".into(),
+            "spec.fabric.partitionKeys",
+            "first is above last",
+        ),
+        (
+            "the default partition key",
+            |f| f["spec"]["fabric"]["partitionKeys"]["last"] = "0x7FFF".into(),
+            "spec.fabric.partitionKeys.last",
+            "valid: 0x0001 to 0x7FFE",
+        ),
+        (
+            "a declared topology without units",
+            |f| f["spec"]["fabric"]["topology"]["source"] = "declared".into(),
+            "spec.fabric.topology.scalableUnits",
+            "no scalable units are listed",
+        ),
+        (
+            "a label topology without a label",
+            |f| f["spec"]["fabric"]["topology"]["source"] = "nodeLabels".into(),
+            "spec.fabric.topology.scalableUnitLabel",
+            "no label is named",
+        ),
+        (
+            "a pool that selects every Node",
+            |f| f["spec"]["gpuPools"][0]["nodeSelector"] = serde_json::json!({}),
+            "spec.gpuPools[0].nodeSelector",
+            "should have at least 1 properties",
+        ),
+    ];
+    for (what, breaker, field, says) in cases {
+        let name = unique_name("rules");
+        let mut bad = valid_factory(&name);
+        breaker(&mut bad);
+        let object: DynamicObject = serde_json::from_value(bad)?;
+        let err = factories.create(&params, &object).await.expect_err(what);
+        let message = err.to_string();
+        assert!(
+            message.contains(field) && message.contains(says),
+            "{what}: expected {field} and {says:?} in: {message}"
+        );
     }
     Ok(())
 }

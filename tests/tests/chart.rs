@@ -97,6 +97,16 @@ fn chart_crds_and_version_match_the_workspace() -> anyhow::Result<()> {
         chart.contains(&format!("\nappVersion: \"{version}\"\n")),
         "Chart.yaml appVersion is not {version}"
     );
+    // The oldest Kubernetes the chart accepts is the API the operator is compiled against.
+    let manifest = std::fs::read_to_string(repo_root().join("Cargo.toml"))?;
+    let feature = manifest
+        .split('"')
+        .find_map(|word| word.strip_prefix("v1_"))
+        .expect("the workspace names a k8s-openapi version feature");
+    assert!(
+        chart.contains(&format!("\nkubeVersion: \">=1.{feature}.0-0\"\n")),
+        "Chart.yaml kubeVersion is not >=1.{feature}.0-0, the k8s-openapi feature v1_{feature}"
+    );
     Ok(())
 }
 

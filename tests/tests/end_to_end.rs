@@ -14,8 +14,10 @@ use fabbrica_tests::{
     scratch_dir, tool,
 };
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::Node;
-use kube::api::{Api, DeleteParams};
+use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use kube::ResourceExt;
+use kube::api::{Api, DeleteParams, ListParams};
 use serde_json::{Value, json};
 
 const OPERATOR_USER: &str = "system:serviceaccount:fabbrica-system:fabbrica-operator";
@@ -182,6 +184,10 @@ fn start_operator(state: &Path, log: &Path) -> anyhow::Result<Operator> {
         .stderr(std::fs::File::create(log)?)
         .spawn()?;
     Ok(Operator(child))
+}
+
+fn node_api(client: &kube::Client) -> Api<Node> {
+    Api::all(client.clone())
 }
 
 /// Ready Nodes with GPUs, labelled to match the pool's selector.
@@ -352,6 +358,119 @@ async fn a_rendered_site_becomes_ready_under_the_charts_least_privilege_rbac() -
         )?;
     }
 
+    // 4b. The notebooks run: each environment's Pod is scheduled onto a Node of its pool (the
+    // pool's taints tolerated), goes Running, and its Service has a ready endpoint.
+    let environments: Vec<&Value> = docs
+        .iter()
+        .filter(|d| d["kind"] == "JupyterEnvironment")
+        .collect();
+    assert!(
+        !environments.is_empty(),
+        "the site renders starter notebooks"
+    );
+    for doc in &environments {
+        let name = doc["metadata"]["name"].as_str().unwrap_or_default();
+        let namespace = doc["metadata"]["namespace"].as_str().unwrap_or_default();
+        let pool = doc["spec"]["profile"]["pool"].as_str().unwrap_or_default();
+        wait_for(
+            "condition=Running",
+            &format!("jupyterenvironment/{name}"),
+            Some(namespace),
+        )?;
+        let pod = Api::<Pod>::namespaced(client.clone(), namespace)
+            .get(&format!("{name}-0"))
+            .await?;
+        let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref());
+        assert_eq!(phase, Some("Running"), "{namespace}/{name}-0");
+        let node_name = pod.spec.as_ref().and_then(|s| s.node_name.clone());
+        let node = node_api(&client)
+            .get(node_name.as_deref().unwrap_or_default())
+            .await?;
+        assert_eq!(
+            node.labels()
+                .get(fabbrica_crds::labels::POOL)
+                .map(String::as_str),
+            Some(pool),
+            "{namespace}/{name}-0 runs on {node_name:?}, not on pool {pool}"
+        );
+        fabbrica_tests::eventually(
+            "the notebook's Service has a ready endpoint",
+            Duration::from_secs(60),
+            || async {
+                let slices = Api::<EndpointSlice>::namespaced(client.clone(), namespace)
+                    .list(
+                        &ListParams::default()
+                            .labels(&format!("kubernetes.io/service-name={name}")),
+                    )
+                    .await?;
+                let ready = slices
+                    .items
+                    .iter()
+                    .flat_map(|s| &s.endpoints)
+                    .any(|e| e.conditions.as_ref().and_then(|c| c.ready) == Some(true));
+                Ok(ready.then_some(()))
+            },
+        )
+        .await?;
+    }
+
+    // 4c. A notebook asking for more GPUs than its workspace holds on the pool never gets a
+    // Pod, and says why.
+    let first = environments[0];
+    let namespace = first["metadata"]["namespace"].as_str().unwrap_or_default();
+    let pool = first["spec"]["profile"]["pool"]
+        .as_str()
+        .unwrap_or_default();
+    let granted = docs
+        .iter()
+        .filter(|d| d["kind"] == "Workspace" && d["spec"]["namespace"] == namespace)
+        .flat_map(|d| {
+            d["spec"]["gpuQuota"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+        })
+        .find(|q| q["pool"] == pool)
+        .and_then(|q| q["gpus"].as_u64())
+        .expect("the starter notebook's workspace has a quota on its pool");
+    let mut greedy = (*first).clone();
+    greedy["metadata"] = json!({"name": "over-quota", "namespace": namespace});
+    greedy["spec"]["profile"]["gpus"] = json!(granted + 1);
+    let greedy_file = scratch.join("over-quota.yaml");
+    std::fs::write(&greedy_file, serde_json::to_string(&greedy)?)?;
+    kubectl(&[
+        "apply",
+        "--server-side",
+        "-f",
+        greedy_file.to_str().unwrap(),
+    ])?;
+    wait_for(
+        "jsonpath={.status.conditions[?(@.type==\"Admitted\")].status}=False",
+        "jupyterenvironment/over-quota",
+        Some(namespace),
+    )?;
+    let status = kubectl(&[
+        "get",
+        "jupyterenvironment",
+        "over-quota",
+        "-n",
+        namespace,
+        "-o",
+        "jsonpath={.status.conditions[?(@.type==\"Admitted\")].message}",
+    ])?;
+    assert!(
+        status.contains("exceed the workspace's quota"),
+        "the refused notebook does not say why: {status}"
+    );
+    let pods = Api::<Pod>::namespaced(client.clone(), namespace)
+        .list(&ListParams::default())
+        .await?;
+    let names: Vec<_> = pods.items.iter().map(|p| p.name_any()).collect();
+    assert!(
+        !names.iter().any(|n| n.starts_with("over-quota")),
+        "the over-quota notebook got a Pod: {names:?}"
+    );
+
     // 5. A change of plan: the archive tier goes, so its StorageClass must go too.
     let tiers = factory.spec.storage_tiers.len();
     let last = factory
@@ -399,11 +518,29 @@ async fn a_rendered_site_becomes_ready_under_the_charts_least_privilege_rbac() -
         "--wait=true",
         "--timeout=180s",
     ])?;
+    // Everything the Workspaces made went with them: their namespaces, and so every notebook,
+    // claim, quota and binding in them.
+    for doc in docs.iter().filter(|d| d["kind"] == "Workspace") {
+        let namespace = doc["spec"]["namespace"].as_str().unwrap_or_default();
+        fabbrica_tests::eventually(
+            "the workspace's namespace is deleted",
+            Duration::from_secs(120),
+            || async {
+                Ok(Api::<Namespace>::all(client.clone())
+                    .get_opt(namespace)
+                    .await?
+                    .is_none()
+                    .then_some(()))
+            },
+        )
+        .await?;
+    }
     drop(operator);
     drop(integrations);
-    let node_api: Api<Node> = Api::all(client.clone());
     for name in &nodes {
-        node_api.delete(name, &DeleteParams::default()).await?;
+        node_api(&client)
+            .delete(name, &DeleteParams::default())
+            .await?;
     }
 
     // 7. The audit log: nothing refused, and every permission granted was needed.

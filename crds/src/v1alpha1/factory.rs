@@ -56,8 +56,8 @@ pub(crate) const PARTITION_KEY: &str = r"^0x[0-9a-fA-F]{4}$";
 pub struct FactorySpec {
     /// The site this Factory describes.
     pub site: Site,
-    /// GPU node pools: groups of identical GPU systems selected by node labels.
-    #[schemars(length(min = 1))]
+    /// GPU node pools: groups of identical GPU systems selected by node labels; at most 64.
+    #[schemars(length(min = 1, max = 64))]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["name"]))]
     pub gpu_pools: Vec<GpuPool>,
     /// The compute fabric (east-west GPU traffic) connecting the pools.
@@ -106,7 +106,7 @@ pub struct GpuPool {
     #[schemars(length(min = 1, max = 63), regex(pattern = DNS_LABEL))]
     pub name: String,
     /// Labels a Node must carry to belong to this pool (all must match).
-    #[schemars(length(min = 1))]
+    #[schemars(extend("minProperties" = 1))]
     pub node_selector: BTreeMap<String, String>,
     /// GPU system model, from the catalog: `dgx-h100`, `dgx-h200`, `dgx-b200` or `gb200-nvl72`.
     pub system: GpuSystem,
@@ -131,6 +131,10 @@ pub struct GpuPool {
 /// GPU sharing, following the NVIDIA GPU Operator's conventions. Set `mig` or `timeSlicing`, not both.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [{
+    "rule": "!(has(self.mig) && has(self.timeSlicing))",
+    "message": "mig and timeSlicing are both set; a pool shares its GPUs one way: set one of them",
+}]))]
 pub struct GpuSharing {
     /// Partition every GPU with Multi-Instance GPU into instances of one profile.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -201,8 +205,14 @@ impl TaintEffect {
 /// How many of a pool's Nodes may be down for maintenance at once.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [{
+    "rule": "type(self.maxUnavailable) == int || self.maxUnavailable.matches('^(100|[1-9]?[0-9])%$')",
+    "message": "neither a node count nor a percentage; valid: an integer or \"0%\" to \"100%\"",
+    "fieldPath": ".maxUnavailable",
+}]))]
 pub struct Maintenance {
     /// A node count (`2`) or a percentage of the pool (`"10%"`).
+    #[schemars(extend("maxLength" = 4))]
     pub max_unavailable: IntOrString,
 }
 
@@ -263,6 +273,18 @@ impl LinkSpeed {
 /// How Nodes map to scalable units (SUs) and leaf switches.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [
+    {
+        "rule": "self.source != 'declared' || (has(self.scalableUnits) && size(self.scalableUnits) > 0)",
+        "message": "source is declared but no scalable units are listed; list them, or use source nodeOrder or nodeLabels",
+        "fieldPath": ".scalableUnits",
+    },
+    {
+        "rule": "self.source != 'nodeLabels' || (has(self.scalableUnitLabel) && self.scalableUnitLabel != '')",
+        "message": "source is nodeLabels but no label is named; set the Node label that holds the scalable unit",
+        "fieldPath": ".scalableUnitLabel",
+    },
+]))]
 pub struct Topology {
     /// `declared` (the lists below), `nodeOrder` (Nodes sorted by name, `nodesPerScalableUnit`
     /// to a unit) or `nodeLabels` (read the unit from an existing Node label).
@@ -310,12 +332,27 @@ pub struct ScalableUnit {
 /// An inclusive range of partition keys.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [{
+    // Keys are four hex digits (the pattern), so comparing them as lower-case text compares numbers.
+    "rule": "self.first.lowerAscii() <= self.last.lowerAscii()",
+    "message": "first is above last; valid: first <= last",
+}]))]
 pub struct PartitionKeyRange {
     /// First key, four hex digits (`0x0100`); keys run from `0x0001` to `0x7FFE`.
-    #[schemars(regex(pattern = PARTITION_KEY))]
+    #[schemars(length(max = 6), regex(pattern = PARTITION_KEY))]
+    #[schemars(extend("x-kubernetes-validations" = [{
+        // InfiniBand reserves 0x0000 and the default partition 0x7FFF.
+        "rule": "self.lowerAscii() >= '0x0001' && self.lowerAscii() <= '0x7ffe'",
+        "message": "outside the valid range; valid: 0x0001 to 0x7FFE",
+    }]))]
     pub first: String,
     /// Last key, four hex digits (`0x01FF`), not below `first`.
-    #[schemars(regex(pattern = PARTITION_KEY))]
+    #[schemars(length(max = 6), regex(pattern = PARTITION_KEY))]
+    #[schemars(extend("x-kubernetes-validations" = [{
+        // InfiniBand reserves 0x0000 and the default partition 0x7FFF.
+        "rule": "self.lowerAscii() >= '0x0001' && self.lowerAscii() <= '0x7ffe'",
+        "message": "outside the valid range; valid: 0x0001 to 0x7FFE",
+    }]))]
     pub last: String,
 }
 

@@ -151,7 +151,12 @@ pub struct StorageQuota {
 #[serde(rename_all = "camelCase")]
 pub struct FabricPartition {
     /// Partition key, four hex digits inside the Factory's `fabric.partitionKeys` range; unique over all workspaces.
-    #[schemars(regex(pattern = PARTITION_KEY))]
+    #[schemars(length(max = 6), regex(pattern = PARTITION_KEY))]
+    #[schemars(extend("x-kubernetes-validations" = [{
+        // InfiniBand reserves 0x0000 and the default partition 0x7FFF.
+        "rule": "self.lowerAscii() >= '0x0001' && self.lowerAscii() <= '0x7ffe'",
+        "message": "outside the valid range; valid: 0x0001 to 0x7FFE",
+    }]))]
     pub key: String,
 }
 
