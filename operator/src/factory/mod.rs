@@ -51,8 +51,6 @@ pub struct Context {
     pub settings: Settings,
     /// The Node projection.
     pub nodes: Arc<NodeIndex>,
-    /// The clock of condition transition times.
-    pub clock: Arc<dyn Clock>,
 }
 
 impl std::fmt::Debug for Context {
@@ -74,10 +72,9 @@ impl Context {
         clock: Arc<dyn Clock>,
     ) -> Self {
         Self {
-            kit: Kit::new(client, metrics, &settings.reporter),
+            kit: Kit::new(client, metrics, clock, &settings.reporter),
             settings,
             nodes,
-            clock,
         }
     }
 }
@@ -143,7 +140,7 @@ async fn reconcile(factory: Arc<Factory>, ctx: Arc<Context>) -> Result<Action> {
 }
 
 async fn apply(factory: &Factory, ctx: &Context) -> Result<Action> {
-    let now = ctx.clock.now();
+    let now = ctx.kit.clock.now();
     let previous = factory.status.as_ref();
     // validate
     let validated = match validate::validate(factory) {
