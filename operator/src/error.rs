@@ -38,6 +38,9 @@ pub enum Error {
     /// A Node changed between reading and writing it; the next reconcile retries with fresh data.
     #[error("node {0} changed while it was being updated; retrying")]
     NodeConflict(String),
+    /// A namespace a child goes in does not exist, and it is not the operator's to create.
+    #[error("namespace {0} does not exist")]
+    NamespaceMissing(String),
     /// Adding or removing the Factory's finalizer failed.
     #[error("finalizer: {0}")]
     Finalizer(String),
@@ -91,6 +94,7 @@ impl Error {
             Self::CrdsMissing(_) => "crds_missing",
             Self::Serialize(_) => "serialize",
             Self::NodeConflict(_) => "node_conflict",
+            Self::NamespaceMissing(_) => "namespace_missing",
             Self::Finalizer(_) => "finalizer",
             Self::MissingField(_) => "missing_field",
             Self::Lease(_) => "lease",
