@@ -86,7 +86,7 @@ async fn reconcile_reporting<K, C, F>(
     attempt: F,
 ) -> Result<Action, F::Error>
 where
-    K: Resource<DynamicType = ()>,
+    K: Resource<DynamicType = ()> + Serialize,
     C: AsRef<Kit>,
     F: TryFuture<Ok = Action>,
     F::Error: Failure,
@@ -150,7 +150,14 @@ pub async fn run<K, C, R, F>(
     ctx: Arc<C>,
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) where
-    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+    K: Resource<DynamicType = ()>
+        + Clone
+        + DeserializeOwned
+        + Serialize
+        + Debug
+        + Send
+        + Sync
+        + 'static,
     C: AsRef<Kit> + Send + Sync + 'static,
     R: FnMut(Arc<K>, Arc<C>) -> F,
     F: TryFuture<Ok = Action> + Send + 'static,

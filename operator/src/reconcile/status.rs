@@ -60,14 +60,24 @@ pub fn with_conditions(stored: &Value, changed: Vec<Condition>) -> Result<Value>
     Ok(Value::Object(status))
 }
 
-/// Puts `changed` into the conditions of `object`'s status as stored now (read again: the
-/// reconcile may have written the status since `object` was read), writing only when that
-/// changes it. Works for every kind, whose statuses all keep `conditions` as a list-map by type.
+/// Puts `changed` into the conditions of `object`'s status, writing only when that changes it.
+/// Works for every kind, whose statuses all keep `conditions` as a list-map by type. The status
+/// is the one `object` was read with: a reconcile that fails has not written its status (the
+/// Factory's, which writes which parts failed first, says so with `Failure::in_status`), and no
+/// extra read is needed, nor the right to make one.
 pub async fn patch_conditions<K>(kit: &Kit, object: &K, changed: Vec<Condition>) -> Result<()>
 where
-    K: Resource<DynamicType = ()>,
+    K: Resource<DynamicType = ()> + Serialize,
 {
-    // Read as JSON, so one function serves cluster-scoped and namespaced kinds alike.
+    let stored = serde_json::to_value(object)?
+        .get("status")
+        .cloned()
+        .unwrap_or(Value::Null);
+    let status = with_conditions(&stored, changed)?;
+    if status == stored {
+        return Ok(());
+    }
+    // As JSON, so one function serves cluster-scoped and namespaced kinds alike.
     let resource = ApiResource::erase::<K>(&());
     let api = match object.namespace() {
         Some(namespace) => {
@@ -75,14 +85,6 @@ where
         }
         None => Api::<DynamicObject>::all_with(kit.client.clone(), &resource),
     };
-    let Some(current) = api.get_opt(&object.name_any()).await? else {
-        return Ok(());
-    };
-    let stored = current.data.get("status").cloned().unwrap_or(Value::Null);
-    let status = with_conditions(&stored, changed)?;
-    if status == stored {
-        return Ok(());
-    }
     let body = serde_json::json!({
         "apiVersion": K::api_version(&()),
         "kind": K::kind(&()),
