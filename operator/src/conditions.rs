@@ -11,6 +11,8 @@ pub mod types {
     pub const FABRIC_READY: &str = "FabricReady";
     /// Factory: one StorageClass per tier exists.
     pub const STORAGE_READY: &str = "StorageReady";
+    /// Factory: the GPU Operator's device-plugin ConfigMap is written in its namespace.
+    pub const DEVICE_PLUGIN_CONFIG: &str = "DevicePluginConfig";
     /// Factory: Multus NetworkAttachmentDefinitions, one per rail; informational, not part of Ready.
     pub const NETWORK_ATTACHMENTS: &str = "NetworkAttachments";
     /// Workspace: the namespace exists and belongs to it.
@@ -38,6 +40,14 @@ pub mod reasons {
     pub const NOT_READY: &str = "NotReady";
     /// A reconcile failed; the message says where.
     pub const RECONCILE_FAILED: &str = "ReconcileFailed";
+    /// Factory: writing this part failed while the others were written; the message has the
+    /// API server's answer.
+    pub const APPLY_FAILED: &str = "ApplyFailed";
+    /// Factory: the namespace this part goes in does not exist and is not the operator's to
+    /// create (the GPU Operator's).
+    pub const NAMESPACE_MISSING: &str = "NamespaceMissing";
+    /// Factory: the device-plugin ConfigMap is written.
+    pub const DEVICE_PLUGIN_CONFIG_APPLIED: &str = "DevicePluginConfigApplied";
     /// Factory: every pool has its expected ready Nodes.
     pub const POOLS_READY: &str = "PoolsReady";
     /// Factory: some pool has fewer ready Nodes than expected.

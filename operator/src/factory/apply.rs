@@ -1,22 +1,25 @@
 //! Writes of the Factory controller: the built children through the reconcile kit (applied only
 //! where they differ, stale ones deleted), Nodes labelled and tainted. Every write is counted in
-//! the `api_writes` metric.
+//! the `api_writes` metric. Each part is written even when another fails: the [`Outcome`] says
+//! which failed, for the status and the retry.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use fabbrica_crds::labels;
 use futures::{SinkExt, StreamExt};
-use k8s_openapi::api::core::v1::{ConfigMap, Node};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Node};
 use k8s_openapi::api::storage::v1::StorageClass;
 use kube::api::{ApiResource, DynamicObject, ListParams, Patch};
 use kube::discovery::{self, Scope};
 use kube::{Api, Client, ResourceExt};
 
 use super::Context;
-use super::build::{Desired, NodeApply, NodeChange, plan_node};
+use super::build::{Desired, NodeApply, NodeChange, build_namespace, plan_node};
 use super::placement::{Assignment, DesiredNode};
+use super::status::{FailedParts, PartFailure};
+use crate::Settings;
 use crate::nodes::{NodeFacts, NodeMeta, NodeMetas};
-use crate::reconcile::apply::{Kind, dynamic, patch_params, sync_children};
+use crate::reconcile::apply::{Kind, apply_one, dynamic, patch_params, sync_children};
 use crate::reconcile::children::child_selector;
 use crate::{Error, Result};
 
@@ -37,6 +40,100 @@ const STORAGE_CLASS: Kind = Kind::new("storageclass")
 const CONFIG_MAP: Kind = Kind::new("configmap").exact(&["data"]);
 /// Multus attachments: `spec` is fabbrica's alone.
 const NETWORK_ATTACHMENT: Kind = Kind::new("networkattachmentdefinition").exact(&["spec"]);
+/// The operator's own namespace, created when missing.
+const NAMESPACE: Kind = Kind::new("namespace");
+
+/// What became of each part of a Factory's apply: the error of each part that failed; the
+/// others were written.
+#[derive(Debug, Default)]
+pub struct Outcome {
+    /// The StorageClasses.
+    pub storage_classes: Option<Error>,
+    /// The ConfigMaps, by the namespace they go in.
+    pub config_maps: BTreeMap<String, Error>,
+    /// The Multus attachments.
+    pub attachments: Option<Error>,
+    /// The Nodes' labels and taints.
+    pub nodes: Option<Error>,
+}
+
+impl Outcome {
+    /// The failed parts as the status reports them: the device-plugin ConfigMap goes in the
+    /// GPU Operator's namespace, the topology in the operator's own. A Node conflict is no
+    /// failed part: it is retried at once with fresh data.
+    pub fn failed_parts(&self, settings: &Settings) -> FailedParts {
+        FailedParts {
+            storage_classes: self.storage_classes.as_ref().map(ToString::to_string),
+            device_plugin: self
+                .config_maps
+                .get(&settings.gpu_operator_namespace)
+                .map(|err| match err {
+                    Error::NamespaceMissing(namespace) => {
+                        PartFailure::NamespaceMissing(namespace.clone())
+                    }
+                    other => PartFailure::Failed(other.to_string()),
+                }),
+            topology: self
+                .config_maps
+                .get(&settings.namespace)
+                .map(ToString::to_string),
+            attachments: self.attachments.as_ref().map(ToString::to_string),
+            nodes: self
+                .nodes
+                .as_ref()
+                .filter(|err| !matches!(err, Error::NodeConflict(_)))
+                .map(ToString::to_string),
+        }
+    }
+
+    /// The reconcile's error, if any part failed: `failed` (the failed parts as the status
+    /// says them) with the first failure, Nodes first since a conflict is retried soonest; a
+    /// Node conflict alone as it is.
+    pub fn into_error(self, failed: String) -> Option<Error> {
+        let first = self
+            .nodes
+            .into_iter()
+            .chain(self.storage_classes)
+            .chain(self.config_maps.into_values())
+            .chain(self.attachments)
+            .next()?;
+        if failed.is_empty() {
+            return Some(first);
+        }
+        Some(Error::Incomplete {
+            message: format!("not every part was written: {failed}"),
+            first: Box::new(first),
+        })
+    }
+}
+
+/// Creates the operator's own namespace when it is missing (run without the Helm chart); one
+/// that exists is left as it is.
+async fn ensure_namespace(ctx: &Context, name: &str) -> Result<()> {
+    let api = Api::<Namespace>::all(ctx.kit.client.clone());
+    let current = api
+        .get_opt(name)
+        .await
+        .map_err(|err| Error::request("reading", format!("Namespace {name}"), err))?;
+    if current.is_none() {
+        tracing::info!(
+            namespace = name,
+            "the operator's namespace is missing; creating it"
+        );
+        apply_one(&ctx.kit, &api, NAMESPACE, &build_namespace(name), None).await?;
+    }
+    Ok(())
+}
+
+/// Fails with [`Error::NamespaceMissing`] when the namespace (another component's) is missing.
+async fn require_namespace(ctx: &Context, name: &str) -> Result<()> {
+    let api = Api::<Namespace>::all(ctx.kit.client.clone());
+    match api.get_opt(name).await {
+        Ok(Some(_)) => Ok(()),
+        Ok(None) => Err(Error::NamespaceMissing(name.to_owned())),
+        Err(err) => Err(Error::request("reading", format!("Namespace {name}"), err)),
+    }
+}
 
 /// The Multus NetworkAttachmentDefinition resource, when the API server serves it.
 pub async fn discover_multus(client: &Client) -> Option<ApiResource> {
@@ -52,22 +149,40 @@ pub async fn discover_multus(client: &Client) -> Option<ApiResource> {
 }
 
 /// Applies the built StorageClasses, ConfigMaps and (where Multus is served)
-/// NetworkAttachmentDefinitions; children of the Factory no longer desired are deleted.
-pub async fn apply_children(ctx: &Context, desired: &Desired) -> Result<()> {
+/// NetworkAttachmentDefinitions; children of the Factory no longer desired are deleted. Each
+/// part is tried whatever became of the others. The operator's own namespace is created when
+/// missing; a missing namespace of another component's (the GPU Operator's) is reported, and
+/// nothing is written there.
+pub async fn apply_children(ctx: &Context, desired: &Desired) -> Outcome {
     let client = &ctx.kit.client;
     let selector = child_selector(labels::FACTORY, &desired.factory);
+    let mut outcome = Outcome::default();
     let api = Api::<StorageClass>::all(client.clone());
-    sync_children(
+    outcome.storage_classes = sync_children(
         &ctx.kit,
         &api,
         STORAGE_CLASS,
         &selector,
         &desired.storage_classes,
     )
-    .await?;
+    .await
+    .err();
     for (namespace, maps) in &desired.config_maps {
+        let present = if *namespace == ctx.settings.namespace {
+            ensure_namespace(ctx, namespace).await
+        } else {
+            require_namespace(ctx, namespace).await
+        };
         let api = Api::<ConfigMap>::namespaced(client.clone(), namespace);
-        sync_children(&ctx.kit, &api, CONFIG_MAP, &selector, maps).await?;
+        let written = match present {
+            Ok(()) => sync_children(&ctx.kit, &api, CONFIG_MAP, &selector, maps)
+                .await
+                .map(drop),
+            Err(err) => Err(err),
+        };
+        if let Err(err) = written {
+            outcome.config_maps.insert(namespace.clone(), err);
+        }
     }
     if let Some((resource, attachments)) = &desired.network_attachments {
         let api = Api::<DynamicObject>::namespaced_with(
@@ -75,10 +190,17 @@ pub async fn apply_children(ctx: &Context, desired: &Desired) -> Result<()> {
             &ctx.settings.namespace,
             resource,
         );
-        let attachments = dynamic(attachments.clone())?;
-        sync_children(&ctx.kit, &api, NETWORK_ATTACHMENT, &selector, &attachments).await?;
+        let written = match dynamic(attachments.clone()) {
+            Ok(attachments) => {
+                sync_children(&ctx.kit, &api, NETWORK_ATTACHMENT, &selector, &attachments)
+                    .await
+                    .map(drop)
+            }
+            Err(err) => Err(err),
+        };
+        outcome.attachments = written.err();
     }
-    Ok(())
+    outcome
 }
 
 /// Sends one Node write and records what it left. Only the Node's metadata comes back: a real
@@ -112,7 +234,7 @@ async fn write_node(
         }
         Err(kube::Error::Api(status)) if status.code == 409 => Err(Error::NodeConflict(name)),
         Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
-        Err(err) => Err(err.into()),
+        Err(err) => Err(Error::request("writing", format!("Node {name}"), err)),
     }
 }
 
@@ -149,7 +271,8 @@ async fn read_facts(
             let page = match api.list(&params).await {
                 Ok(page) => page,
                 Err(err) => {
-                    let _ = pages.send(Err(err.into())).await;
+                    let what = format!("Nodes matching {selector}");
+                    let _ = pages.send(Err(Error::request("listing", what, err))).await;
                     return;
                 }
             };
@@ -275,4 +398,78 @@ pub async fn apply_nodes(
         "node labels and taints updated"
     );
     failure.map_or(Ok(()), Err)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::reconcile::run::Failure;
+
+    fn forbidden(what: &str) -> Error {
+        Error::request(
+            "writing",
+            what,
+            kube::Error::Api(Box::new(kube::core::Status {
+                code: 403,
+                message: "forbidden".to_owned(),
+                ..kube::core::Status::default()
+            })),
+        )
+    }
+
+    #[test]
+    fn each_failed_part_is_reported_where_it_belongs() {
+        let settings = Settings::default();
+        let outcome = Outcome {
+            config_maps: BTreeMap::from([(
+                "gpu-operator".to_owned(),
+                Error::NamespaceMissing("gpu-operator".to_owned()),
+            )]),
+            nodes: Some(Error::NodeConflict("n1".to_owned())),
+            ..Outcome::default()
+        };
+        let failed = outcome.failed_parts(&settings);
+        assert_eq!(
+            failed,
+            FailedParts {
+                device_plugin: Some(PartFailure::NamespaceMissing("gpu-operator".to_owned())),
+                ..FailedParts::default()
+            },
+            "a Node conflict is retried, not reported"
+        );
+        let err = outcome
+            .into_error("DevicePluginConfig: namespace gpu-operator does not exist".to_owned())
+            .unwrap();
+        assert!(err.in_status());
+        assert_eq!(
+            err.retry(),
+            Duration::from_secs(1),
+            "the conflict goes first"
+        );
+        assert_eq!(
+            err.to_string(),
+            "not every part was written: DevicePluginConfig: namespace gpu-operator does not exist"
+        );
+    }
+
+    #[test]
+    fn a_failure_in_the_operators_own_namespace_is_the_topologys() {
+        let settings = Settings::default();
+        let outcome = Outcome {
+            config_maps: BTreeMap::from([(
+                "fabbrica-system".to_owned(),
+                forbidden("ConfigMap fabbrica-system/x-topology"),
+            )]),
+            ..Outcome::default()
+        };
+        let failed = outcome.failed_parts(&settings);
+        assert_eq!(
+            failed.topology.as_deref(),
+            Some("writing ConfigMap fabbrica-system/x-topology failed: forbidden")
+        );
+        assert_eq!(failed.device_plugin, None);
+        assert!(Outcome::default().into_error(String::new()).is_none());
+    }
 }

@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use fabbrica_crds::labels;
 use fabbrica_crds::names::storage_class_name;
 use fabbrica_crds::v1alpha1::{FabricType, GpuPool, StorageTier};
-use k8s_openapi::api::core::v1::{ConfigMap, Taint};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Taint};
 use k8s_openapi::api::storage::v1::StorageClass;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::ResourceExt;
@@ -37,6 +37,8 @@ pub struct Desired {
     pub network_attachments: Option<(ApiResource, Vec<Value>)>,
     /// Where the topology ConfigMap is (`namespace/name`).
     pub topology_config_map: String,
+    /// Where the device-plugin ConfigMap is (`namespace/name`).
+    pub device_plugin_config_map: String,
     /// The Nodes matched to pools, placed, and their labels and taints.
     pub assignment: Assignment,
     /// The pools' node selectors, to read the Nodes whose taints are not known yet.
@@ -61,6 +63,11 @@ pub fn build(
     let device_plugin = build_device_plugin_config_map(factory, &settings.gpu_operator_namespace);
     let topology = build_topology_config_map(factory, &assignment, &settings.namespace);
     let topology_config_map = format!("{}/{}", settings.namespace, topology.name_any());
+    let device_plugin_config_map = format!(
+        "{}/{}",
+        settings.gpu_operator_namespace,
+        device_plugin.name_any()
+    );
     let mut config_maps: BTreeMap<String, Vec<ConfigMap>> = BTreeMap::new();
     config_maps
         .entry(settings.gpu_operator_namespace.clone())
@@ -83,6 +90,7 @@ pub fn build(
         config_maps,
         network_attachments,
         topology_config_map,
+        device_plugin_config_map,
         assignment,
         selectors,
     }
@@ -105,6 +113,15 @@ fn meta(
             .chain(extra.iter().copied()),
     );
     children::child_meta(name, namespace, labels, Some(&factory.owner))
+}
+
+/// The operator's own namespace, for when it is missing (run without the Helm chart): marked as
+/// the operator's, with no owner reference, since it outlives every Factory.
+pub fn build_namespace(name: &str) -> Namespace {
+    Namespace {
+        metadata: children::child_meta(name, None, children::child_labels([]), None),
+        ..Namespace::default()
+    }
 }
 
 /// One StorageClass per tier, labelled with factory and tier.

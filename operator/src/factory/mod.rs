@@ -51,8 +51,6 @@ pub struct Context {
     pub settings: Settings,
     /// The Node projection.
     pub nodes: Arc<NodeIndex>,
-    /// The clock of condition transition times.
-    pub clock: Arc<dyn Clock>,
 }
 
 impl std::fmt::Debug for Context {
@@ -74,10 +72,9 @@ impl Context {
         clock: Arc<dyn Clock>,
     ) -> Self {
         Self {
-            kit: Kit::new(client, metrics, &settings.reporter),
+            kit: Kit::new(client, metrics, clock, &settings.reporter),
             settings,
             nodes,
-            clock,
         }
     }
 }
@@ -143,7 +140,7 @@ async fn reconcile(factory: Arc<Factory>, ctx: Arc<Context>) -> Result<Action> {
 }
 
 async fn apply(factory: &Factory, ctx: &Context) -> Result<Action> {
-    let now = ctx.clock.now();
+    let now = ctx.kit.clock.now();
     let previous = factory.status.as_ref();
     // validate
     let validated = match validate::validate(factory) {
@@ -170,15 +167,19 @@ async fn apply(factory: &Factory, ctx: &Context) -> Result<Action> {
     let multus = apply::discover_multus(&ctx.kit.client).await;
     let metas = ctx.nodes.metas();
     let desired = build::build(&validated, &metas, &ctx.settings, multus.as_ref());
-    // apply
-    apply::apply_children(ctx, &desired).await?;
-    apply::apply_nodes(ctx, &desired.assignment, &metas, &desired.selectors).await?;
+    // apply: every part, whatever becomes of the others
+    let mut outcome = apply::apply_children(ctx, &desired).await;
+    outcome.nodes = apply::apply_nodes(ctx, &desired.assignment, &metas, &desired.selectors)
+        .await
+        .err();
     // status
     let members: Vec<&String> = desired.assignment.desired.keys().collect();
     let facts = ctx.nodes.facts_of(members);
     let observed = status::Observed {
         multus: multus.is_some(),
         topology_config_map: desired.topology_config_map.clone(),
+        device_plugin_config_map: desired.device_plugin_config_map.clone(),
+        failed: outcome.failed_parts(&ctx.settings),
     };
     let status = status::build_status(
         &validated,
@@ -205,6 +206,10 @@ async fn apply(factory: &Factory, ctx: &Context) -> Result<Action> {
                 .publish(factory, type_, reason, message)
                 .await;
         }
+    }
+    // A failed part is retried through the error policy; the status already names it.
+    if let Some(err) = outcome.into_error(status::failed_parts(&status.conditions)) {
+        return Err(err);
     }
     Ok(Action::requeue(RESYNC))
 }

@@ -6,7 +6,7 @@ use fabbrica_crds::capacity::{gpus_expected, node_gpus};
 use fabbrica_crds::names::storage_class_name;
 use fabbrica_crds::v1alpha1::{FactoryStatus, PoolStatus};
 use fabbrica_crds::validation::Problems;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
 use super::placement::Assignment;
 use super::validate::ValidatedFactory;
@@ -21,6 +21,51 @@ pub struct Observed {
     pub multus: bool,
     /// Where the topology ConfigMap is (`namespace/name`).
     pub topology_config_map: String,
+    /// Where the device-plugin ConfigMap is (`namespace/name`).
+    pub device_plugin_config_map: String,
+    /// The parts that could not be written; the others were.
+    pub failed: FailedParts,
+}
+
+/// Why a part could not be written.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PartFailure {
+    /// The namespace it goes in does not exist and is another component's to create.
+    NamespaceMissing(String),
+    /// Writing it failed; the error as a sentence.
+    Failed(String),
+}
+
+/// The parts of a Factory that could not be written, each with its error as a sentence.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct FailedParts {
+    /// The StorageClasses.
+    pub storage_classes: Option<String>,
+    /// The GPU Operator's device-plugin ConfigMap.
+    pub device_plugin: Option<PartFailure>,
+    /// The topology ConfigMap.
+    pub topology: Option<String>,
+    /// The Multus attachments.
+    pub attachments: Option<String>,
+    /// The Nodes' labels and taints (a Node conflict, retried at once, is none).
+    pub nodes: Option<String>,
+}
+
+/// Whether a condition's reason says a part could not be written (rather than not being ready).
+fn is_failed_write(condition: &Condition) -> bool {
+    condition.status != "True"
+        && [reasons::APPLY_FAILED, reasons::NAMESPACE_MISSING].contains(&condition.reason.as_str())
+}
+
+/// The parts the status reports as not written, `Type: message` joined by `; `; empty when
+/// every part was written.
+pub fn failed_parts(conditions: &[Condition]) -> String {
+    conditions
+        .iter()
+        .filter(|c| c.type_ != types::READY && is_failed_write(c))
+        .map(|c| format!("{}: {}", c.type_, c.message))
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 const LISTED: usize = 8;
@@ -96,7 +141,17 @@ pub fn build_status(
         }
         pools.push(status);
     }
-    let pools_condition = if !conflicts.is_empty() {
+    let failed = &observed.failed;
+    let pools_condition = if let Some(err) = &failed.nodes {
+        condition(
+            types::POOLS_READY,
+            false,
+            reasons::APPLY_FAILED,
+            format!("not every Node's labels and taints were written: {err}"),
+            generation,
+            now,
+        )
+    } else if !conflicts.is_empty() {
         condition(
             types::POOLS_READY,
             false,
@@ -127,7 +182,20 @@ pub fn build_status(
         )
     };
     let fabric_ok = assignment.unplaced.is_empty();
-    let fabric_condition = if fabric_ok {
+    let fabric_condition = if let Some(err) = &failed.topology {
+        let message = format!(
+            "the topology ConfigMap {} is not written: {err}",
+            observed.topology_config_map
+        );
+        condition(
+            types::FABRIC_READY,
+            false,
+            reasons::APPLY_FAILED,
+            message,
+            generation,
+            now,
+        )
+    } else if fabric_ok {
         let units = super::placement::fabric_tree(assignment).len();
         let message = format!(
             "{} Nodes in {units} scalable units; topology in ConfigMap {}",
@@ -167,15 +235,36 @@ pub fn build_status(
     } else {
         format!("{} StorageClasses: {}", classes.len(), listing(&classes))
     };
-    let storage_condition = condition(
-        types::STORAGE_READY,
-        true,
-        reasons::STORAGE_CLASSES_APPLIED,
-        storage_message,
-        generation,
-        now,
-    );
-    let attachments = if observed.multus {
+    let storage_condition = match &failed.storage_classes {
+        Some(err) => condition(
+            types::STORAGE_READY,
+            false,
+            reasons::APPLY_FAILED,
+            format!("not every StorageClass is written: {err}"),
+            generation,
+            now,
+        ),
+        None => condition(
+            types::STORAGE_READY,
+            true,
+            reasons::STORAGE_CLASSES_APPLIED,
+            storage_message,
+            generation,
+            now,
+        ),
+    };
+    let device_plugin = device_plugin_condition(factory, observed, now);
+    let attachments = if let (true, Some(err)) = (observed.multus, &failed.attachments) {
+        let message = format!("the NetworkAttachmentDefinitions are not all written: {err}");
+        condition(
+            types::NETWORK_ATTACHMENTS,
+            false,
+            reasons::APPLY_FAILED,
+            message,
+            generation,
+            now,
+        )
+    } else if observed.multus {
         let message = format!(
             "{} NetworkAttachmentDefinitions, one per rail",
             spec.fabric.rails_per_node
@@ -199,17 +288,28 @@ pub fn build_status(
             now,
         )
     };
-    let ready_condition = ready(
-        &[&pools_condition, &fabric_condition],
+    let parts = [
+        &pools_condition,
+        &fabric_condition,
+        &storage_condition,
+        &device_plugin,
+    ];
+    let mut ready_condition = ready(
+        &parts,
         format!("{gpus_ready} of {expected} GPUs ready"),
         generation,
         now,
     );
+    // A part that could not be written says so in Ready's reason, not just NotReady.
+    if let Some(part) = parts.iter().find(|c| is_failed_write(c)) {
+        ready_condition.reason.clone_from(&part.reason);
+    }
     let conditions = vec![
         ready_condition,
         pools_condition,
         fabric_condition,
         storage_condition,
+        device_plugin,
         attachments,
     ];
     FactoryStatus {
@@ -219,6 +319,48 @@ pub fn build_status(
         gpus_ready,
         gpus_expected: expected,
         pools,
+    }
+}
+
+/// `DevicePluginConfig`: the GPU Operator's device-plugin ConfigMap is written, or why not, and
+/// how to fix it when its namespace is missing.
+fn device_plugin_condition(
+    factory: &ValidatedFactory,
+    observed: &Observed,
+    now: &Time,
+) -> Condition {
+    let generation = factory.generation;
+    let config_map = &observed.device_plugin_config_map;
+    match &observed.failed.device_plugin {
+        None => condition(
+            types::DEVICE_PLUGIN_CONFIG,
+            true,
+            reasons::DEVICE_PLUGIN_CONFIG_APPLIED,
+            format!(
+                "device-plugin configuration of {} pools in ConfigMap {config_map}",
+                factory.spec.gpu_pools.len()
+            ),
+            generation,
+            now,
+        ),
+        Some(PartFailure::NamespaceMissing(namespace)) => condition(
+            types::DEVICE_PLUGIN_CONFIG,
+            false,
+            reasons::NAMESPACE_MISSING,
+            format!(
+                "namespace {namespace} does not exist, so the GPU Operator's device-plugin ConfigMap {config_map} is not written; install the NVIDIA GPU Operator in {namespace}, or set the operator's GPU Operator namespace (--gpu-operator-namespace, FABBRICA_GPU_OPERATOR_NAMESPACE, the chart's gpuOperatorNamespace) to where it runs"
+            ),
+            generation,
+            now,
+        ),
+        Some(PartFailure::Failed(err)) => condition(
+            types::DEVICE_PLUGIN_CONFIG,
+            false,
+            reasons::APPLY_FAILED,
+            format!("the device-plugin ConfigMap {config_map} is not written: {err}"),
+            generation,
+            now,
+        ),
     }
 }
 
@@ -242,4 +384,194 @@ pub fn invalid_status(
     );
     merge_front(&mut status.conditions, vec![ready]);
     status
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::sync::Arc;
+
+    use fabbrica_crds::v1alpha1::{Factory, condition as find};
+    use k8s_openapi::jiff::Timestamp;
+
+    use super::*;
+    use crate::factory::placement::assign;
+    use crate::factory::validate::validate;
+    use crate::nodes::{NodeMeta, NodeMetas};
+
+    fn factory() -> ValidatedFactory {
+        let factory: Factory =
+            serde_saphyr::from_str(include_str!("../../tests/fixtures/factory.yaml")).unwrap();
+        validate(&factory).unwrap()
+    }
+
+    /// The fixture's four pool Nodes, every one placed in a scalable unit, Ready with its GPUs.
+    fn placed() -> (Assignment, HashMap<String, NodeFacts>) {
+        let metas: NodeMetas = [("a1", "h100"), ("a2", "h100"), ("b1", "b200")]
+            .into_iter()
+            .map(|(name, gpu)| {
+                let meta = NodeMeta {
+                    labels: BTreeMap::from([("gpu".to_owned(), gpu.to_owned())]),
+                    ..NodeMeta::default()
+                };
+                (name.to_owned(), Arc::new(meta))
+            })
+            .collect();
+        let assignment = assign(&factory(), &metas);
+        let facts = metas
+            .keys()
+            .map(|name| {
+                let facts = NodeFacts {
+                    resource_version: "1".to_owned(),
+                    ready: true,
+                    gpus: 8,
+                    taints: Vec::new(),
+                };
+                (name.clone(), facts)
+            })
+            .collect();
+        (assignment, facts)
+    }
+
+    fn observed(failed: FailedParts) -> Observed {
+        Observed {
+            multus: false,
+            topology_config_map: "fabbrica-system/it4lia-topology".to_owned(),
+            device_plugin_config_map: "gpu-operator/it4lia-device-plugin".to_owned(),
+            failed,
+        }
+    }
+
+    fn now() -> Time {
+        Time(Timestamp::from_second(1_000).unwrap())
+    }
+
+    #[test]
+    fn a_missing_gpu_operator_namespace_is_reported_with_the_fix_and_names_the_part_in_ready() {
+        let (assignment, facts) = placed();
+        let failed = FailedParts {
+            device_plugin: Some(PartFailure::NamespaceMissing("gpu-operator".to_owned())),
+            ..FailedParts::default()
+        };
+        let status = build_status(
+            &factory(),
+            &assignment,
+            &facts,
+            &observed(failed),
+            None,
+            &now(),
+        );
+        let plugin = find(&status.conditions, types::DEVICE_PLUGIN_CONFIG).unwrap();
+        assert_eq!(
+            (plugin.status.as_str(), plugin.reason.as_str()),
+            ("False", "NamespaceMissing")
+        );
+        for words in [
+            "namespace gpu-operator does not exist",
+            "gpu-operator/it4lia-device-plugin",
+            "install the NVIDIA GPU Operator",
+            "--gpu-operator-namespace",
+        ] {
+            assert!(
+                plugin.message.contains(words),
+                "{words}: {}",
+                plugin.message
+            );
+        }
+        let ready = find(&status.conditions, types::READY).unwrap();
+        assert_eq!(
+            (ready.status.as_str(), ready.reason.as_str()),
+            ("False", "NamespaceMissing")
+        );
+        assert!(
+            ready
+                .message
+                .contains("DevicePluginConfig: namespace gpu-operator does not exist"),
+            "{}",
+            ready.message
+        );
+        // The parts that were written say so.
+        for type_ in [types::STORAGE_READY, types::FABRIC_READY] {
+            assert_eq!(
+                find(&status.conditions, type_).map(|c| c.status.as_str()),
+                Some("True"),
+                "{type_}"
+            );
+        }
+        assert_eq!(
+            failed_parts(&status.conditions),
+            format!("DevicePluginConfig: {}", plugin.message)
+        );
+    }
+
+    #[test]
+    fn a_failed_write_names_its_part_with_the_api_servers_answer() {
+        let (assignment, facts) = placed();
+        let error = "writing StorageClass it4lia-scratch failed: storageclasses.storage.k8s.io \"it4lia-scratch\" is forbidden";
+        let failed = FailedParts {
+            storage_classes: Some(error.to_owned()),
+            topology: Some("writing ConfigMap fabbrica-system/it4lia-topology failed: the server is shutting down".to_owned()),
+            ..FailedParts::default()
+        };
+        let status = build_status(
+            &factory(),
+            &assignment,
+            &facts,
+            &observed(failed),
+            None,
+            &now(),
+        );
+        let storage = find(&status.conditions, types::STORAGE_READY).unwrap();
+        assert_eq!(
+            (storage.status.as_str(), storage.reason.as_str()),
+            ("False", "ApplyFailed")
+        );
+        assert!(storage.message.ends_with(error), "{}", storage.message);
+        let fabric = find(&status.conditions, types::FABRIC_READY).unwrap();
+        assert_eq!(fabric.reason, "ApplyFailed");
+        assert!(fabric.message.contains("fabbrica-system/it4lia-topology"));
+        let ready = find(&status.conditions, types::READY).unwrap();
+        assert_eq!(ready.reason, "ApplyFailed");
+        assert!(
+            ready
+                .message
+                .contains("StorageReady: not every StorageClass")
+        );
+        assert!(
+            ready
+                .message
+                .contains("FabricReady: the topology ConfigMap")
+        );
+        // Pool figures are reported as usual.
+        assert_eq!(
+            status
+                .pools
+                .iter()
+                .map(|p| p.nodes_ready)
+                .collect::<Vec<_>>(),
+            [2, 1]
+        );
+    }
+
+    #[test]
+    fn with_every_part_written_nothing_is_reported_as_failed() {
+        let (assignment, facts) = placed();
+        let status = build_status(
+            &factory(),
+            &assignment,
+            &facts,
+            &observed(FailedParts::default()),
+            None,
+            &now(),
+        );
+        assert_eq!(failed_parts(&status.conditions), "");
+        let plugin = find(&status.conditions, types::DEVICE_PLUGIN_CONFIG).unwrap();
+        assert_eq!(
+            (plugin.status.as_str(), plugin.reason.as_str()),
+            ("True", "DevicePluginConfigApplied")
+        );
+        let ready = find(&status.conditions, types::READY).unwrap();
+        assert_ne!(ready.reason, "NamespaceMissing");
+        assert_ne!(ready.reason, "ApplyFailed");
+    }
 }

@@ -13,7 +13,7 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use super::Kit;
-use crate::{FIELD_MANAGER, Result};
+use crate::{Error, FIELD_MANAGER, Result};
 
 /// Server-side apply under the operator's field manager, taking over fields others set.
 pub fn patch_params() -> PatchParams {
@@ -114,9 +114,28 @@ where
     }
     let stored = api
         .patch(&name, &patch_params(), &Patch::Apply(&want))
-        .await?;
+        .await
+        .map_err(|err| Error::request("writing", described(&want, kind, api, &name), err))?;
     kit.metrics.write(kind.name, "apply");
     Ok(stored)
+}
+
+/// An object as a person names it: `ConfigMap gpu-operator/x`, `StorageClass bench-scratch`.
+/// The kind comes from the object's JSON, else from `kind`'s label.
+pub fn described<K: Resource>(object: &Value, kind: Kind, api: &Api<K>, name: &str) -> String {
+    let title = object
+        .get("kind")
+        .and_then(Value::as_str)
+        .unwrap_or(kind.name);
+    object_name(title, api.namespace(), name)
+}
+
+/// `Kind namespace/name`, or `Kind name` for a cluster-scoped object.
+pub fn object_name(kind: &str, namespace: Option<&str>, name: &str) -> String {
+    match namespace {
+        Some(namespace) => format!("{kind} {namespace}/{name}"),
+        None => format!("{kind} {name}"),
+    }
 }
 
 /// Makes the children of one kind that `selector` picks in `api` exactly `desired`: applies what
@@ -133,7 +152,14 @@ where
 {
     let mut existing: BTreeMap<String, K> = api
         .list(&ListParams::default().labels(selector))
-        .await?
+        .await
+        .map_err(|err| {
+            let scope = api
+                .namespace()
+                .map(|ns| format!(" in namespace {ns}"))
+                .unwrap_or_default();
+            Error::request("listing", format!("{}s{scope}", kind.name), err)
+        })?
         .items
         .into_iter()
         .map(|o| (o.name_any(), o))
@@ -165,7 +191,11 @@ where
             Ok(())
         }
         Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
-        Err(err) => Err(err.into()),
+        Err(err) => Err(Error::request(
+            "deleting",
+            object_name(kind, api.namespace(), name),
+            err,
+        )),
     }
 }
 

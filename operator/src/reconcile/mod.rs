@@ -5,7 +5,8 @@
 //!   orphans deleted, recreated on an immutable change (after Stackable's `ClusterResources`).
 //! - [`children`]: the labels, selector and metadata every child carries.
 //! - [`conditions`]: conditions built and merged, keeping transition times.
-//! - [`status`]: one status patch, written only when the status changed.
+//! - [`status`]: one status patch, written only when the status changed; Ready=False with the
+//!   error of a failed reconcile.
 //! - [`events`]: one Event publisher.
 //! - [`run`]: the finalizer wrapper, the error policy and the controller run loop.
 //!
@@ -23,6 +24,7 @@ use std::sync::Arc;
 
 use kube::Client;
 
+use crate::clock::Clock;
 use crate::metrics::Metrics;
 
 /// What every controller's context holds for the kit's helpers.
@@ -34,6 +36,8 @@ pub struct Kit {
     pub metrics: Arc<Metrics>,
     /// Publishes Events.
     pub events: events::Publisher,
+    /// The clock of condition transition times.
+    pub clock: Arc<dyn Clock>,
 }
 
 impl std::fmt::Debug for Kit {
@@ -44,12 +48,18 @@ impl std::fmt::Debug for Kit {
 
 impl Kit {
     /// A kit whose Events name `instance` as the reporting instance.
-    pub fn new(client: Client, metrics: Arc<Metrics>, instance: &str) -> Self {
+    pub fn new(
+        client: Client,
+        metrics: Arc<Metrics>,
+        clock: Arc<dyn Clock>,
+        instance: &str,
+    ) -> Self {
         let events = events::Publisher::new(client.clone(), metrics.clone(), instance);
         Self {
             client,
             metrics,
             events,
+            clock,
         }
     }
 }

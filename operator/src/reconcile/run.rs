@@ -1,12 +1,13 @@
 //! The controller run loop, the error policy and the finalizer wrapper, the same for every
-//! controller.
+//! controller. A failed reconcile leaves Ready=False with the error, as a sentence, on the object
+//! itself and in a Warning Event.
 
 use std::fmt::Debug;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::{StreamExt, TryFuture};
+use futures::{StreamExt, TryFuture, TryFutureExt};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::EventType;
 use kube::runtime::finalizer::{self, finalizer};
@@ -16,7 +17,9 @@ use serde::de::DeserializeOwned;
 use tracing::warn;
 
 use super::Kit;
-use crate::conditions::{events, reasons};
+use super::conditions::condition;
+use super::status::patch_conditions;
+use crate::conditions::{events, reasons, types};
 
 /// What the error policy needs of a reconcile's error.
 pub trait Failure: std::error::Error + Send + Sync + 'static {
@@ -26,6 +29,12 @@ pub trait Failure: std::error::Error + Send + Sync + 'static {
     fn retry(&self) -> Duration {
         Duration::from_secs(10)
     }
+    /// Whether the object's status already says what failed, so the kit leaves it as it is: the
+    /// reconcile wrote which parts failed, or the failure is a conflict retried at once that no
+    /// one needs to see.
+    fn in_status(&self) -> bool {
+        false
+    }
 }
 
 impl Failure for crate::Error {
@@ -33,13 +42,66 @@ impl Failure for crate::Error {
         crate::Error::metric_label(self)
     }
 
-    /// A Node that changed while it was written is retried at once with fresh data.
+    /// A Node that changed while it was written is retried at once with fresh data; parts that
+    /// failed are retried as soon as the first of them allows.
     fn retry(&self) -> Duration {
         match self {
             Self::NodeConflict(_) => Duration::from_secs(1),
+            Self::Incomplete { first, .. } => first.retry(),
             _ => Duration::from_secs(10),
         }
     }
+
+    fn in_status(&self) -> bool {
+        matches!(self, Self::NodeConflict(_) | Self::Incomplete { .. })
+    }
+}
+
+/// The Ready condition a failed reconcile leaves on its object: False, reason
+/// `ReconcileFailed`, the error as a sentence and when it is tried again. Pure.
+pub fn failed_ready<E: Failure>(
+    error: &E,
+    generation: Option<i64>,
+    now: &k8s_openapi::apimachinery::pkg::apis::meta::v1::Time,
+) -> k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition {
+    condition(
+        types::READY,
+        false,
+        reasons::RECONCILE_FAILED,
+        format!(
+            "the last reconcile failed and is retried in {} s: {error}",
+            error.retry().as_secs()
+        ),
+        generation,
+        now,
+    )
+}
+
+/// Runs `reconcile`; when it fails, leaves Ready=False with the error on the object (unless the
+/// reconcile already said what failed, [`Failure::in_status`]). A failure to write that is
+/// logged: the error policy still counts, records and retries the reconcile's own error.
+async fn reconcile_reporting<K, C, F>(
+    object: Arc<K>,
+    ctx: Arc<C>,
+    attempt: F,
+) -> Result<Action, F::Error>
+where
+    K: Resource<DynamicType = ()> + Serialize,
+    C: AsRef<Kit>,
+    F: TryFuture<Ok = Action>,
+    F::Error: Failure,
+{
+    let result = TryFutureExt::into_future(attempt).await;
+    if let Err(error) = &result
+        && !error.in_status()
+    {
+        let kit: &Kit = (*ctx).as_ref();
+        let ready = failed_ready(error, object.meta().generation, &kit.clock.now());
+        if let Err(err) = patch_conditions(kit, object.as_ref(), vec![ready]).await {
+            warn!(name = %object.name_any(), error = %err, "writing Ready=False failed");
+        }
+    }
+    result
 }
 
 /// What a failed reconcile does: counts it, logs it, records a Warning Event on the object, and
@@ -64,7 +126,7 @@ where
         error = %error,
         "reconcile failed"
     );
-    let note = format!("{}: {error}", reasons::RECONCILE_FAILED);
+    let note = format!("{error}; retrying in {} s", error.retry().as_secs());
     tokio::spawn(async move {
         let kit: &Kit = (*ctx).as_ref();
         kit.events
@@ -88,16 +150,27 @@ pub async fn run<K, C, R, F>(
     ctx: Arc<C>,
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) where
-    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+    K: Resource<DynamicType = ()>
+        + Clone
+        + DeserializeOwned
+        + Serialize
+        + Debug
+        + Send
+        + Sync
+        + 'static,
     C: AsRef<Kit> + Send + Sync + 'static,
     R: FnMut(Arc<K>, Arc<C>) -> F,
     F: TryFuture<Ok = Action> + Send + 'static,
     F::Error: Failure,
 {
+    let mut reconcile = reconcile;
     controller
         .graceful_shutdown_on(shutdown)
         .run(
-            reconcile,
+            move |object: Arc<K>, ctx: Arc<C>| {
+                let attempt = reconcile(object.clone(), ctx.clone());
+                reconcile_reporting(object, ctx, attempt)
+            },
             move |object, error, ctx| error_policy(name, object, error, ctx),
             ctx,
         )

@@ -37,6 +37,17 @@ impl crate::reconcile::run::Failure for Error {
     fn metric_label(&self) -> &'static str {
         Error::metric_label(self)
     }
+
+    fn retry(&self) -> std::time::Duration {
+        match self {
+            Self::Operator(err) => err.retry(),
+            Self::Token(_) => std::time::Duration::from_secs(10),
+        }
+    }
+
+    fn in_status(&self) -> bool {
+        matches!(self, Self::Operator(err) if err.in_status())
+    }
 }
 
 /// Results of the tenancy controllers.

@@ -34,8 +34,6 @@ pub use error::{Error, Result};
 pub struct Context {
     /// The client, metrics and Event publisher of the reconcile kit.
     pub kit: Kit,
-    /// The clock of condition transition times.
-    pub clock: Arc<dyn Clock>,
     /// Every Workspace, as the Workspace controller's watch sees them; filled before the first
     /// Workspace reconcile runs.
     pub workspaces: Store<Workspace>,
@@ -68,8 +66,7 @@ impl Context {
         factory_selector: Option<String>,
     ) -> Self {
         Self {
-            kit: Kit::new(client, metrics, reporter),
-            clock,
+            kit: Kit::new(client, metrics, clock, reporter),
             workspaces,
             factory_selector,
         }

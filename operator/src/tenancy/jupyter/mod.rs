@@ -111,7 +111,7 @@ async fn reconcile(env: Arc<JupyterEnvironment>, ctx: Arc<Context>) -> Result<Ac
         // Children go with their owner references; a kept home volume stays.
         return Ok(Action::await_change());
     }
-    let now = ctx.clock.now();
+    let now = ctx.kit.clock.now();
     let previous = env.status.as_ref();
     let generation = env.meta().generation;
     let namespace = env

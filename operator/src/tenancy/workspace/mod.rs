@@ -152,7 +152,7 @@ async fn reconcile_workspace(
     factory: Option<&Factory>,
     ctx: &Context,
 ) -> Result<Action> {
-    let now = ctx.clock.now();
+    let now = ctx.kit.clock.now();
     let previous = workspace.status.as_ref();
     let generation = workspace.meta().generation;
     // The controller runs no reconcile before its store has listed every Workspace.
