@@ -267,7 +267,9 @@ async fn pods_run_on_simulated_gpu_nodes_and_claims_bind() -> anyhow::Result<()>
     let classes: Api<StorageClass> = Api::all(client.clone());
     let run = unique_name("pods");
     let node_name = format!("{run}-node");
-    let node = gpu_node(&node_name, GpuSystem::DgxH100, 0, BTreeMap::new())?;
+    // Other tests register GPU Nodes at the same time: this test's Pods ask for its own.
+    let mine = BTreeMap::from([("fabbrica-tests/run".to_owned(), run.clone())]);
+    let node = gpu_node(&node_name, GpuSystem::DgxH100, 0, mine)?;
     register_gpu_node(&nodes, &node).await?;
     namespaces
         .create(
@@ -300,6 +302,7 @@ async fn pods_run_on_simulated_gpu_nodes_and_claims_bind() -> anyhow::Result<()>
         Ok(serde_json::from_value(json!({
             "metadata": {"name": name, "labels": labels},
             "spec": {
+                "nodeSelector": {"fabbrica-tests/run": run},
                 "containers": [{"name": "main", "image": "registry.example/cuda:12",
                     "resources": {"limits": {"nvidia.com/gpu": "1"}},
                     "volumeMounts": [{"name": "home", "mountPath": "/home"}]}],
