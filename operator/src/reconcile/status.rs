@@ -32,15 +32,31 @@ where
     if stored == Some(status) {
         return Ok(false);
     }
+    apply_status::<K, _>(kit, api, &object.name_any(), status).await?;
+    Ok(true)
+}
+
+/// Sends `status` as the status of `K` named `name` through `api` (typed, or dynamic for kinds
+/// handled alike), by forced server-side apply, and counts the write.
+async fn apply_status<K, A>(
+    kit: &Kit,
+    api: &Api<A>,
+    name: &str,
+    status: &impl Serialize,
+) -> Result<()>
+where
+    K: Resource<DynamicType = ()>,
+    A: Clone + DeserializeOwned + Debug,
+{
     let body = serde_json::json!({
         "apiVersion": K::api_version(&()),
         "kind": K::kind(&()),
         "status": status,
     });
-    api.patch_status(&object.name_any(), &patch_params(), &Patch::Apply(&body))
+    api.patch_status(name, &patch_params(), &Patch::Apply(&body))
         .await?;
     kit.metrics.write("status", "apply");
-    Ok(true)
+    Ok(())
 }
 
 /// The stored status (`null` when there is none) with `changed` in place of the conditions of
@@ -85,15 +101,7 @@ where
         }
         None => Api::<DynamicObject>::all_with(kit.client.clone(), &resource),
     };
-    let body = serde_json::json!({
-        "apiVersion": K::api_version(&()),
-        "kind": K::kind(&()),
-        "status": status,
-    });
-    api.patch_status(&object.name_any(), &patch_params(), &Patch::Apply(&body))
-        .await?;
-    kit.metrics.write("status", "apply");
-    Ok(())
+    apply_status::<K, _>(kit, &api, &object.name_any(), &status).await
 }
 
 #[cfg(test)]
