@@ -14,7 +14,7 @@ use fabbrica_tests::{
     scratch_dir, tool,
 };
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
+use k8s_openapi::api::core::v1::{Namespace, Node, Pod, Secret};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, ListParams};
@@ -47,6 +47,11 @@ const NOT_EXERCISED: [(&str, &str, &str); 13] = [
     ("delete", "rbac.authorization.k8s.io", "rolebindings"),
     ("patch", "events.k8s.io", "events"),
 ];
+
+/// Whether the API server refused a request (403 Forbidden).
+fn refused<T>(result: Result<T, kube::Error>) -> bool {
+    matches!(result, Err(kube::Error::Api(ref status)) if status.code == 403)
+}
 
 /// (verb, API group, resource[/subresource]) a rule grants or a request used.
 type Permission = (String, String, String);
@@ -566,5 +571,40 @@ async fn a_rendered_site_becomes_ready_under_the_charts_least_privilege_rbac() -
         unused.is_empty(),
         "the chart grants permissions the operator never used: {unused:?}\nused: {used:?}"
     );
+
+    // 8. Least privilege for Secrets: outside the namespaces it made for workspaces, the
+    // operator's identity may not read a Secret it did not make, nor list any.
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), "default");
+    let name = fabbrica_tests::unique_name("not-the-operators");
+    let secret: Secret = serde_json::from_value(json!({
+        "metadata": {"name": name},
+        "stringData": {"password": "only for the administrator"},
+    }))?;
+    secrets.create(&Default::default(), &secret).await?;
+    let kubeconfig = kube::config::Kubeconfig::read_from(state.join("operator.kubeconfig"))?;
+    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default()).await?;
+    let as_operator = kube::Client::try_from(config)?;
+    let get = Api::<Secret>::namespaced(as_operator.clone(), "default")
+        .get(&name)
+        .await;
+    assert!(
+        refused(get),
+        "the operator's identity read a Secret it did not make"
+    );
+    let list = Api::<Secret>::all(as_operator.clone())
+        .list_metadata(&ListParams::default())
+        .await;
+    assert!(
+        refused(list),
+        "the operator's identity may list Secrets cluster-wide"
+    );
+    let own = Api::<Secret>::namespaced(as_operator, "fabbrica-system")
+        .list_metadata(&ListParams::default())
+        .await;
+    assert!(
+        refused(own),
+        "the operator's identity may list Secrets of its own namespace"
+    );
+    secrets.delete(&name, &DeleteParams::default()).await?;
     Ok(())
 }

@@ -401,7 +401,8 @@ async fn two_workspaces_are_isolated_namespaces_with_quota_policies_and_bindings
             .list(&ListParams::default())
             .await?
             .items;
-        assert_eq!(names(&bindings), ["fabbrica-members"]);
+        // The members', and the operator's own (it makes notebooks' token Secrets there).
+        assert_eq!(names(&bindings), ["fabbrica-members", "fabbrica-operator"]);
         let subjects: Vec<String> = bindings[0]
             .subjects
             .clone()

@@ -18,8 +18,10 @@ use std::sync::Arc;
 use fabbrica_crds::labels;
 use fabbrica_crds::v1alpha1::{Factory, Workspace};
 use futures::FutureExt;
+use k8s_openapi::api::authentication::v1::SelfSubjectReview;
 use k8s_openapi::api::core::v1::Namespace;
-use kube::api::ListParams;
+use k8s_openapi::api::rbac::v1::Subject;
+use kube::api::{ListParams, PostParams};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Api, Client, ResourceExt};
 
@@ -39,6 +41,9 @@ pub struct Context {
     pub workspaces: Store<Workspace>,
     /// Reconcile only the tenants of Factories matching this label selector.
     pub factory_selector: Option<String>,
+    /// Who the API server knows this operator as, bound to `edit` in every workspace's
+    /// namespace; `None` when it could not be asked (then notebooks' token Secrets are refused).
+    pub identity: Option<Subject>,
 }
 
 impl std::fmt::Debug for Context {
@@ -64,11 +69,13 @@ impl Context {
         reporter: &str,
         workspaces: Store<Workspace>,
         factory_selector: Option<String>,
+        identity: Option<Subject>,
     ) -> Self {
         Self {
             kit: Kit::new(client, metrics, clock, reporter),
             workspaces,
             factory_selector,
+            identity,
         }
     }
 
@@ -132,6 +139,7 @@ pub fn run(
     let factory_selector = settings.factory_selector.clone();
     async move {
         let shutdown = shutdown.shared();
+        let identity = own_identity(&client).await;
         let workspaces = workspace::controller(client.clone());
         let ctx = Arc::new(Context::new(
             client,
@@ -140,12 +148,37 @@ pub fn run(
             &reporter,
             workspaces.store(),
             factory_selector,
+            identity,
         ));
         let environments = jupyter::controller(&ctx);
         futures::join!(
             workspace::run(workspaces, ctx.clone(), shutdown.clone()),
             jupyter::run(environments, ctx, shutdown),
         );
+    }
+}
+
+/// The subject the API server authenticates this client as, from a SelfSubjectReview (which
+/// every authenticated identity may make).
+async fn own_identity(client: &Client) -> Option<Subject> {
+    let review = SelfSubjectReview {
+        metadata: Default::default(),
+        status: None,
+    };
+    let api = Api::<SelfSubjectReview>::all(client.clone());
+    match api.create(&PostParams::default(), &review).await {
+        Ok(review) => {
+            let username = review.status?.user_info?.username?;
+            tracing::info!(%username, "the operator's identity, bound to edit in workspace namespaces");
+            Some(workspace::build::subject_of(&username))
+        }
+        Err(err) => {
+            tracing::error!(
+                error = %err,
+                "could not ask the API server who this operator is; notebooks' token Secrets will be refused"
+            );
+            None
+        }
     }
 }
 

@@ -115,14 +115,21 @@ pub async fn apply_children(
     sync_children(&ctx.kit, &api, LIMIT_RANGE, &selector, limits).await?;
     let api = Api::<NetworkPolicy>::namespaced(client.clone(), &namespace);
     sync_children(&ctx.kit, &api, NETWORK_POLICY, &selector, &desired.policies).await?;
-    let binding = desired.binding.as_slice();
-    let members = binding
+    let members = desired
+        .binding
         .iter()
         .filter_map(|b| b.subjects.as_ref())
         .map(Vec::len)
         .sum();
+    // One sync for both bindings: it deletes the workspace's bindings it is not given.
+    let bindings: Vec<RoleBinding> = desired
+        .binding
+        .iter()
+        .chain(&desired.operator_binding)
+        .cloned()
+        .collect();
     let api = Api::<RoleBinding>::namespaced(client.clone(), &namespace);
-    sync_children(&ctx.kit, &api, ROLE_BINDING, &selector, binding).await?;
+    sync_children(&ctx.kit, &api, ROLE_BINDING, &selector, &bindings).await?;
     if let Some(queues) = &desired.queues {
         apply_queues(ctx, desired, queues, &namespace).await?;
     }

@@ -33,6 +33,9 @@ pub const LIMITS: &str = "fabbrica-limits";
 pub const MEMBERS: &str = "fabbrica-members";
 /// The built-in ClusterRole members get, in their namespace only.
 pub const MEMBER_ROLE: &str = "edit";
+/// The RoleBinding that gives the operator itself `edit` in the workspace's namespace: the
+/// notebooks' token Secrets are made there, and nowhere else may it touch a Secret.
+pub const OPERATOR_BINDING: &str = "fabbrica-operator";
 /// The NetworkPolicy that denies all traffic the others do not allow.
 pub const DEFAULT_DENY: &str = "fabbrica-default-deny";
 /// The NetworkPolicy that allows traffic between the namespace's own Pods.
@@ -88,6 +91,9 @@ pub struct Desired {
     pub policies: Vec<NetworkPolicy>,
     /// The members' RoleBinding; none without members.
     pub binding: Option<RoleBinding>,
+    /// The operator's own RoleBinding; none when its identity is unknown (see
+    /// [`build_operator_binding`]).
+    pub operator_binding: Option<RoleBinding>,
     /// Kueue's objects, where Kueue is served.
     pub queues: Option<Queues>,
 }
@@ -102,6 +108,7 @@ pub fn build(ws: &ValidatedWorkspace, kueue: Option<&KueueApis>) -> Desired {
         limits: build_limit_range(ws),
         policies: build_network_policies(ws),
         binding: build_role_binding(ws),
+        operator_binding: None,
         queues: kueue.map(|apis| Queues {
             flavors: build_resource_flavors(ws, &apis.resource_flavor.api_version),
             cluster_queue: build_cluster_queue(ws, &apis.cluster_queue.api_version),
@@ -315,6 +322,44 @@ pub fn build_role_binding(ws: &ValidatedWorkspace) -> Option<RoleBinding> {
         },
         subjects: Some(subjects),
     })
+}
+
+/// The operator's own RoleBinding to the built-in `edit` ClusterRole in the workspace's
+/// namespace, for `operator`, the identity the API server knows it by. Its cluster-wide role
+/// holds no Secret permission at all: it may make a notebook's token Secret only in a namespace
+/// it made for a workspace.
+pub fn build_operator_binding(ws: &ValidatedWorkspace, operator: &Subject) -> RoleBinding {
+    RoleBinding {
+        metadata: meta(ws, OPERATOR_BINDING, true),
+        role_ref: RoleRef {
+            api_group: "rbac.authorization.k8s.io".to_owned(),
+            kind: "ClusterRole".to_owned(),
+            name: MEMBER_ROLE.to_owned(),
+        },
+        subjects: Some(vec![operator.clone()]),
+    }
+}
+
+/// The RBAC subject of the user name the API server authenticates a request as: a service
+/// account (`system:serviceaccount:<namespace>:<name>`) or a user.
+pub fn subject_of(username: &str) -> Subject {
+    match username
+        .strip_prefix("system:serviceaccount:")
+        .and_then(|rest| rest.split_once(':'))
+    {
+        Some((namespace, name)) => Subject {
+            api_group: None,
+            kind: "ServiceAccount".to_owned(),
+            name: name.to_owned(),
+            namespace: Some(namespace.to_owned()),
+        },
+        None => Subject {
+            api_group: Some("rbac.authorization.k8s.io".to_owned()),
+            kind: "User".to_owned(),
+            name: username.to_owned(),
+            namespace: None,
+        },
+    }
 }
 
 /// The Kueue API group.

@@ -241,7 +241,11 @@ async fn reconcile_workspace(
     };
     // discover, then build every desired child
     let kueue = apply::discover_kueue(ctx).await?;
-    let desired = build::build(&validated, kueue.as_ref());
+    let mut desired = build::build(&validated, kueue.as_ref());
+    desired.operator_binding = ctx
+        .identity
+        .as_ref()
+        .map(|operator| build::build_operator_binding(&validated, operator));
     // apply
     let observed = apply::apply_children(ctx, &desired, current.as_deref()).await?;
     // status

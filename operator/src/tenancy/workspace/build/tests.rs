@@ -145,6 +145,40 @@ fn members_are_bound_to_edit_in_their_namespace_and_nobody_without_members() {
 }
 
 #[test]
+fn the_operator_binds_itself_to_edit_in_the_workspace_namespace_only() {
+    let operator = subject_of("system:serviceaccount:fabbrica-system:fabbrica-operator");
+    assert_eq!(
+        (
+            operator.kind.as_str(),
+            operator.namespace.as_deref(),
+            operator.name.as_str()
+        ),
+        (
+            "ServiceAccount",
+            Some("fabbrica-system"),
+            "fabbrica-operator"
+        )
+    );
+    let binding = build_operator_binding(&validated_workspace(), &operator);
+    assert_eq!(binding.metadata.name.as_deref(), Some(OPERATOR_BINDING));
+    assert_eq!(binding.metadata.namespace.as_deref(), Some("ws-aurora"));
+    assert_eq!(binding.role_ref.name, MEMBER_ROLE);
+    assert_eq!(binding.subjects, Some(vec![operator]));
+    // Anyone else the API server authenticates is a user, whatever the name looks like.
+    for name in [
+        "admin",
+        "system:serviceaccount:no-name",
+        "oidc:alice@example.org",
+    ] {
+        let subject = subject_of(name);
+        assert_eq!(
+            (subject.kind.as_str(), subject.name.as_str()),
+            ("User", name)
+        );
+    }
+}
+
+#[test]
 fn kueue_gets_a_flavor_per_pool_and_a_queue_with_the_quota_per_pool() {
     let ws = validated_workspace();
     let flavors = build_resource_flavors(&ws, "kueue.x-k8s.io/v1beta1");
