@@ -329,7 +329,8 @@ fn slurm_reads_the_rendered_sites_topology() -> anyhow::Result<()> {
 }
 
 /// The operator's topology ConfigMap for a Factory of two pools on 72 simulated Nodes: two
-/// scalable units of 40 by node order, the first with two leaf groups.
+/// scalable units of 40 by node order, the first with two leaf groups. The B200 Nodes have
+/// fully qualified names, as many clusters name their Nodes.
 #[tokio::test]
 async fn slurm_reads_the_operators_topology() -> anyhow::Result<()> {
     let client = client().await?;
@@ -344,14 +345,14 @@ async fn slurm_reads_the_operators_topology() -> anyhow::Result<()> {
         )
         .await?;
     let pools = [
-        ("h100", GpuSystem::DgxH100, 40),
-        ("b200", GpuSystem::DgxB200, 32),
+        ("h100", GpuSystem::DgxH100, 40, ""),
+        ("b200", GpuSystem::DgxB200, 32, ".rack1.fabbrica.test"),
     ];
     let mut partitions = Vec::new();
     let node_api = Api::<Node>::all(client.clone());
-    for (pool, system, count) in pools {
+    for (pool, system, count, domain) in pools {
         let names: Vec<String> = (0..count)
-            .map(|i| format!("{run}-dgx-{pool}-{i:03}"))
+            .map(|i| format!("{run}-dgx-{pool}-{i:03}{domain}"))
             .collect();
         futures::stream::iter(names.clone())
             .map(|name| {
