@@ -456,7 +456,14 @@ async fn slurm_reads_the_operators_topology() -> anyhow::Result<()> {
     }
     let dir = scratch_dir("slurm-operator")?;
     let result = if leaves.keys().eq(["su001-lg0", "su001-lg1", "su002-lg0"]) {
-        assert_slurm_reads(&dir, &data["topology.conf"], &partitions, &leaves)
+        // Slurm is waited for on a blocking thread, so the operator keeps running meanwhile.
+        let (dir, conf, partitions) = (
+            dir.clone(),
+            data["topology.conf"].clone(),
+            partitions.clone(),
+        );
+        tokio::task::spawn_blocking(move || assert_slurm_reads(&dir, &conf, &partitions, &leaves))
+            .await?
     } else {
         Err(anyhow::anyhow!(
             "leaf groups of 72 Nodes, 40 to a unit: {:?}",
