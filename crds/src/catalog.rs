@@ -37,6 +37,10 @@ pub struct SystemSpec {
     pub rack_units: u32,
     /// Nodes per rack in the reference design.
     pub nodes_per_rack: u32,
+    /// Nodes whose GPUs share one NVLink domain: 1 where NVLink stays inside the node (DGX),
+    /// a rack's trays on multi-node NVLink (GB200 NVL72: 18).
+    #[serde(default = "one")]
+    pub nvlink_domain_nodes: u32,
     /// MIG profiles the GPU supports.
     pub mig_profiles: Vec<String>,
 }

@@ -16,6 +16,27 @@ pub const PARTITION_KEY: &str = "fabbrica.io/partition-key";
 pub const SCALABLE_UNIT: &str = "fabbrica.io/scalable-unit";
 /// The leaf group (one leaf switch per rail) a Node is cabled to.
 pub const LEAF_GROUP: &str = "fabbrica.io/leaf-group";
+/// The NVLink domain of a Node: its NVIDIA GPU clique (`nvidia.com/gpu.clique`) on multi-node
+/// NVLink (a GB200 NVL72 rack), the Node itself where NVLink stays inside it. Written where a
+/// Factory has a pool with multi-node NVLink, as a level of its Kueue Topology.
+pub const NVLINK_DOMAIN: &str = "fabbrica.io/nvlink-domain";
+/// The NVLink clique NVIDIA's GPU feature discovery reports on multi-node NVLink trays.
+pub const GPU_CLIQUE: &str = "nvidia.com/gpu.clique";
+/// Topograph's labels of the same placement, so every topology-aware tool (KAI Scheduler,
+/// Kueue, Slurm's Kubernetes bridge) reads one source. Its current schema: fabric tiers
+/// counted from the Node up (tier 0 the leaf), and the accelerator (NVLink) domain.
+pub const TOPOGRAPH_TIER_LEAF: &str = "fabric.topograph.run/tier-0";
+/// Topograph's fabric tier above the leaf: fabbrica's scalable unit (its spine group).
+pub const TOPOGRAPH_TIER_SPINE: &str = "fabric.topograph.run/tier-1";
+/// Topograph's accelerator (NVLink) domain, on multi-node NVLink Nodes.
+pub const TOPOGRAPH_ACCELERATOR_DOMAIN: &str = "accelerator.topograph.run/domain";
+/// Topograph's earlier schema (`network.topology.nvidia.com/...`), which its releases up to
+/// 0.3 write and tools built on them read: the leaf switch.
+pub const TOPOLOGY_LEAF: &str = "network.topology.nvidia.com/leaf";
+/// The earlier schema's spine.
+pub const TOPOLOGY_SPINE: &str = "network.topology.nvidia.com/spine";
+/// The earlier schema's accelerator (NVLink) domain.
+pub const TOPOLOGY_ACCELERATOR: &str = "network.topology.nvidia.com/accelerator";
 /// Compute rails of a Node.
 pub const RAILS: &str = "fabbrica.io/rails";
 /// The GPU Operator's device-plugin configuration selector.

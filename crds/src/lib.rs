@@ -8,6 +8,7 @@
 pub mod capacity;
 pub mod catalog;
 pub mod crd;
+pub mod kueue;
 pub mod labels;
 pub mod names;
 pub mod quantity;

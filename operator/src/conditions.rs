@@ -78,6 +78,8 @@ pub mod reasons {
     pub const QUEUES_APPLIED: &str = "QueuesApplied";
     /// Workspace: Kueue's CRDs are not served.
     pub const KUEUE_ABSENT: &str = "KueueAbsent";
+    /// Workspace: Kueue reports the ClusterQueue inactive (its message says why).
+    pub const QUEUE_INACTIVE: &str = "QueueInactive";
     /// Workspace: nothing was built because an earlier step stopped.
     pub const NOT_APPLIED: &str = "NotApplied";
     /// Workspace: it is being deleted.

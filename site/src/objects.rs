@@ -159,11 +159,14 @@ pub fn build(site: &ValidBlueprint<'_>, plan: &Plan) -> SiteObjects {
                 gpu_quota: vec![GpuQuota {
                     pool: BLUEPRINT_POOL.to_owned(),
                     gpus: tenant.gpus,
+                    borrowing_limit: 0,
+                    lending_limit: None,
                 }],
                 storage_quota: tenant.storage.clone(),
                 fabric_partition: Some(FabricPartition {
                     key: tenant_partition_key(i),
                 }),
+                queue: None,
             },
         ));
         if let Some(nb) = &tenant.notebook {

@@ -242,3 +242,64 @@ async fn the_api_server_enforces_the_crds_cross_field_rules() -> anyhow::Result<
     }
     Ok(())
 }
+
+#[tokio::test]
+async fn the_api_server_refuses_queue_settings_kueue_would_refuse() -> anyhow::Result<()> {
+    let client = client().await?;
+    install_crds(&client).await?;
+    let gvk = GroupVersionKind::gvk("fabbrica.io", "v1alpha1", "Workspace");
+    let workspaces: Api<DynamicObject> = Api::all_with(client, &ApiResource::from_gvk(&gvk));
+    let params = PostParams {
+        dry_run: true,
+        ..PostParams::default()
+    };
+    let workspace = |name: &str| {
+        serde_json::json!({
+            "apiVersion": "fabbrica.io/v1alpha1",
+            "kind": "Workspace",
+            "metadata": {"name": name},
+            "spec": {
+                "factory": "site",
+                "tenant": {"name": "Aurora", "kind": "startup"},
+                "namespace": name,
+                "gpuQuota": [{"pool": "train", "gpus": 16, "borrowingLimit": 8, "lendingLimit": 16}],
+                "queue": {"fairSharingWeight": 2, "reclaimWithinCohort": "LowerPriority"},
+            },
+        })
+    };
+    let object: DynamicObject = serde_json::from_value(workspace(&unique_name("queue")))?;
+    workspaces.create(&params, &object).await?;
+    type Breaker = fn(&mut serde_json::Value);
+    let cases: [(&str, Breaker, &str, &str); 3] = [
+        (
+            "lending more than granted",
+            |w| w["spec"]["gpuQuota"][0]["lendingLimit"] = 17.into(),
+            "spec.gpuQuota[0].lendingLimit",
+            "valid: 0 to gpus",
+        ),
+        (
+            "a fair-sharing weight out of range",
+            |w| w["spec"]["queue"]["fairSharingWeight"] = 1001.into(),
+            "spec.queue.fairSharingWeight",
+            "1000",
+        ),
+        (
+            "a reclaim policy Kueue does not know",
+            |w| w["spec"]["queue"]["reclaimWithinCohort"] = "Always".into(),
+            "spec.queue.reclaimWithinCohort",
+            "Unsupported value",
+        ),
+    ];
+    for (what, breaker, field, says) in cases {
+        let mut bad = workspace(&unique_name("queue"));
+        breaker(&mut bad);
+        let object: DynamicObject = serde_json::from_value(bad)?;
+        let err = workspaces.create(&params, &object).await.expect_err(what);
+        let message = err.to_string();
+        assert!(
+            message.contains(field) && message.contains(says),
+            "{what}: expected {field} and {says:?} in: {message}"
+        );
+    }
+    Ok(())
+}

@@ -53,8 +53,9 @@ pub struct WorkspaceSpec {
     /// The tenant's namespace, created and owned by the operator; unique over all workspaces.
     #[schemars(length(min = 1, max = 63), regex(pattern = DNS_LABEL))]
     pub namespace: String,
-    /// GPUs the tenant may request at once, per pool.
+    /// GPUs the tenant may request at once, per pool; one entry per pool, so at most 64.
     #[serde(default)]
+    #[schemars(length(max = 64))]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["pool"]))]
     pub gpu_quota: Vec<GpuQuota>,
     /// Storage the tenant may claim, per tier.
@@ -64,6 +65,10 @@ pub struct WorkspaceSpec {
     /// The tenant's partition of the compute fabric; none means the default partition.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fabric_partition: Option<FabricPartition>,
+    /// How the tenant's Kueue ClusterQueue shares the Factory's cohort: its fair-sharing weight
+    /// and what it may preempt. Borrowing and lending are per pool, in `gpuQuota`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queue: Option<QueuePolicy>,
 }
 
 /// The tenant behind a workspace.
@@ -128,12 +133,103 @@ impl MemberKind {
 /// GPUs granted on one pool.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [{
+    "rule": "!has(self.lendingLimit) || self.lendingLimit <= self.gpus",
+    "message": "lendingLimit exceeds gpus; valid: 0 to gpus (a workspace lends only what it is granted)",
+    "fieldPath": ".lendingLimit",
+}]))]
 pub struct GpuQuota {
     /// A pool of the Factory.
     pub pool: String,
-    /// GPUs (or GPU slices, on a shared pool) the tenant may request at once.
+    /// GPUs (or GPU slices, on a shared pool) the tenant may request at once: its nominal quota
+    /// in Kueue, which no other workspace's preemption ever takes away.
     #[schemars(range(min = 0))]
     pub gpus: u32,
+    /// GPUs the tenant may borrow on this pool beyond `gpus`, from what the Factory's other
+    /// workspaces (Kueue's cohort, named like the Factory) lend and do not use; borrowed GPUs
+    /// are given back when their owner needs them. 0 (the default): never beyond `gpus`.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    #[schemars(range(min = 0))]
+    pub borrowing_limit: u32,
+    /// GPUs of `gpus` the other workspaces of the Factory may borrow while this one does not
+    /// use them, at most `gpus`; unset: all of them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0))]
+    pub lending_limit: Option<u32>,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
+/// How a workspace's queue shares the Factory's cohort.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct QueuePolicy {
+    /// The workspace's weight in the cohort's fair sharing (Kueue's `fairSharing.weight`): of
+    /// what is free to borrow, a workspace of weight 2 gets twice the share of one of weight 1;
+    /// 0 borrows last and is preempted first. Unset: 1. At most 1000.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 1000))]
+    pub fair_sharing_weight: Option<u32>,
+    /// What the tenant's pending workloads may preempt to get back GPUs of their own `gpus`
+    /// that other workspaces borrowed (Kueue's `reclaimWithinCohort`): `Any` (the default: a
+    /// grant is always given back), `LowerPriority`, or `Never`. Only borrowed GPUs are ever
+    /// reclaimed: work of another tenant within its own `gpus` is never preempted (Kueue's
+    /// `borrowWithinCohort` is always `Never`).
+    #[serde(default)]
+    pub reclaim_within_cohort: CohortReclaim,
+    /// What a pending workload may preempt among the tenant's own admitted workloads (Kueue's
+    /// `withinClusterQueue`): `Never` (the default), `LowerPriority`, or
+    /// `LowerOrNewerEqualPriority`.
+    #[serde(default)]
+    pub within_workspace: WorkspacePreemption,
+}
+
+/// Which borrowing workloads of other workspaces a pending workload may preempt.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum CohortReclaim {
+    /// Any workload that borrows the tenant's GPUs.
+    #[default]
+    Any,
+    /// Only those of lower priority.
+    LowerPriority,
+    /// None: the tenant waits until borrowed GPUs are given back.
+    Never,
+}
+
+impl CohortReclaim {
+    /// Kueue's name of the policy.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Any => "Any",
+            Self::LowerPriority => "LowerPriority",
+            Self::Never => "Never",
+        }
+    }
+}
+
+/// Which of the tenant's own workloads a pending one may preempt.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum WorkspacePreemption {
+    /// None.
+    #[default]
+    Never,
+    /// Those of lower priority.
+    LowerPriority,
+    /// Those of lower priority, or of equal priority admitted later.
+    LowerOrNewerEqualPriority,
+}
+
+impl WorkspacePreemption {
+    /// Kueue's name of the policy.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Never => "Never",
+            Self::LowerPriority => "LowerPriority",
+            Self::LowerOrNewerEqualPriority => "LowerOrNewerEqualPriority",
+        }
+    }
 }
 
 /// Storage granted on one tier.
@@ -181,6 +277,36 @@ pub struct WorkspaceStatus {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["resource"]))]
     pub quota: Vec<QuotaUsage>,
+    /// The workspace's Kueue queue as Kueue reports it (its ClusterQueue's status); absent
+    /// without Kueue.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queue: Option<QueueStatus>,
+}
+
+/// Workloads and GPUs of a workspace's queue, as Kueue reports them.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct QueueStatus {
+    /// Workloads admitted (their Pods may run).
+    pub admitted_workloads: u64,
+    /// Workloads waiting for quota or room.
+    pub pending_workloads: u64,
+    /// GPUs in use per pool by admitted workloads.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["pool"]))]
+    pub pools: Vec<PoolQueueUsage>,
+}
+
+/// GPUs a workspace's admitted workloads use on one pool.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PoolQueueUsage {
+    /// The pool.
+    pub pool: String,
+    /// GPUs in use, borrowed ones included.
+    pub gpus_in_use: u64,
+    /// GPUs of those borrowed from other workspaces.
+    pub gpus_borrowed: u64,
 }
 
 /// Use of one quota'd resource.

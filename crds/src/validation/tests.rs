@@ -296,11 +296,54 @@ fn partition_key_outside_the_factory_range() {
 }
 
 #[test]
+fn lending_more_than_granted() {
+    let mut w = workspace();
+    w.gpu_quota[0].lending_limit = Some(65);
+    only(
+        validate_workspace(&w, Some(&factory()), &[]),
+        "spec.gpuQuota[0].lendingLimit",
+        "valid: 0 to 64",
+    );
+    w.gpu_quota[0].lending_limit = Some(64);
+    assert_eq!(validate_workspace(&w, Some(&factory()), &[]), Ok(()));
+}
+
+#[test]
+fn borrowing_beyond_what_the_pool_can_hold() {
+    let mut w = workspace();
+    // Pool train: 32 nodes x 8 GPUs; 64 are granted.
+    w.gpu_quota[0].borrowing_limit = 193;
+    only(
+        validate_workspace(&w, Some(&factory()), &[]),
+        "spec.gpuQuota[0].borrowingLimit",
+        "valid: 0 to 192",
+    );
+    w.gpu_quota[0].borrowing_limit = 192;
+    assert_eq!(validate_workspace(&w, Some(&factory()), &[]), Ok(()));
+}
+
+#[test]
+fn fair_sharing_weight_out_of_range() {
+    let mut w = workspace();
+    w.queue = Some(crate::v1alpha1::QueuePolicy {
+        fair_sharing_weight: Some(1001),
+        ..Default::default()
+    });
+    only(
+        validate_workspace(&w, Some(&factory()), &[]),
+        "spec.queue.fairSharingWeight",
+        "valid: 0 to 1000",
+    );
+}
+
+#[test]
 fn quota_naming_a_missing_pool() {
     let mut w = workspace();
     w.gpu_quota.push(GpuQuota {
         pool: "gone".into(),
         gpus: 1,
+        borrowing_limit: 0,
+        lending_limit: None,
     });
     only(
         validate_workspace(&w, Some(&factory()), &[]),
@@ -351,6 +394,8 @@ fn duplicate_quota_entries() {
     w.gpu_quota.push(GpuQuota {
         pool: "train".into(),
         gpus: 1,
+        borrowing_limit: 0,
+        lending_limit: None,
     });
     only(
         validate_workspace(&w, Some(&factory()), &[]),

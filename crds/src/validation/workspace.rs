@@ -6,6 +6,9 @@ use super::{Problem, Problems, check_key, check_quantity, duplicates, listing, p
 use crate::capacity::{gpus_per_node, pool_capacity, units_per_gpu};
 use crate::v1alpha1::{FactorySpec, WorkspaceSpec};
 
+/// The largest fair-sharing weight a workspace may have.
+pub const MAX_FAIR_SHARING_WEIGHT: u32 = 1000;
+
 /// Validates a Workspace against its Factory (when known) and the other workspaces.
 ///
 /// `others` are the other Workspaces of the cluster (or the files at hand), by name.
@@ -34,6 +37,27 @@ pub fn validate_workspace(
                 format!("namespace {:?} is already the namespace of workspace {name:?}; each workspace needs its own", spec.namespace),
             ));
         }
+    }
+    for (i, q) in spec.gpu_quota.iter().enumerate() {
+        if let Some(lending) = q.lending_limit
+            && lending > q.gpus
+        {
+            p.push(Problem::new(
+                format!("spec.gpuQuota[{i}].lendingLimit"),
+                format!(
+                    "lends {lending} GPUs but the workspace is granted {} on pool {:?}; valid: 0 to {}",
+                    q.gpus, q.pool, q.gpus
+                ),
+            ));
+        }
+    }
+    if let Some(weight) = spec.queue.as_ref().and_then(|q| q.fair_sharing_weight)
+        && weight > MAX_FAIR_SHARING_WEIGHT
+    {
+        p.push(Problem::new(
+            "spec.queue.fairSharingWeight",
+            format!("{weight} is out of range; valid: 0 to {MAX_FAIR_SHARING_WEIGHT}"),
+        ));
     }
     for (i, q) in spec.storage_quota.iter().enumerate() {
         check_quantity(
@@ -86,6 +110,21 @@ pub fn validate_workspace(
                         units_per_gpu(pool)
                     ),
                 )),
+                Some(pool)
+                    if u64::from(q.gpus) + u64::from(q.borrowing_limit) > pool_capacity(pool) =>
+                {
+                    p.push(Problem::new(
+                        format!("spec.gpuQuota[{i}].borrowingLimit"),
+                        format!(
+                            "{} granted plus {} borrowed GPUs exceed what pool {:?} can ever hold ({}); valid: 0 to {}",
+                            q.gpus,
+                            q.borrowing_limit,
+                            q.pool,
+                            pool_capacity(pool),
+                            pool_capacity(pool).saturating_sub(u64::from(q.gpus))
+                        ),
+                    ));
+                }
                 Some(_) => {}
             }
         }

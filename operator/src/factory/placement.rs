@@ -2,8 +2,8 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use fabbrica_crds::labels;
 use fabbrica_crds::v1alpha1::{GpuPool, TopologySource};
+use fabbrica_crds::{kueue, labels};
 use k8s_openapi::api::core::v1::Taint;
 
 use super::validate::ValidatedFactory;
@@ -19,6 +19,8 @@ pub struct Placement {
     pub scalable_unit: String,
     /// Its leaf group: the rail leaves it is cabled to (`<unit>-lg<N>`).
     pub leaf_group: String,
+    /// Its position in its unit, from 0.
+    pub rank: usize,
 }
 
 /// The labels and taints a Node should carry from this Factory.
@@ -131,6 +133,7 @@ pub fn assign(factory: &ValidatedFactory, nodes: &NodeMetas) -> Assignment {
     }
     out.placements = place(factory, nodes, &member_pool);
     let rails = spec.fabric.rails_per_node.to_string();
+    let nvlink_level = kueue::multi_node_nvlink(spec);
     for (name, pool) in &member_pool {
         let mut labels = BTreeMap::from([
             (labels::FACTORY.to_owned(), factory.name.clone()),
@@ -146,8 +149,36 @@ pub fn assign(factory: &ValidatedFactory, nodes: &NodeMetas) -> Assignment {
                     place.scalable_unit.clone(),
                 );
                 labels.insert(labels::LEAF_GROUP.to_owned(), place.leaf_group.clone());
+                for (key, value) in [
+                    (labels::TOPOGRAPH_TIER_LEAF, &place.leaf_group),
+                    (labels::TOPOLOGY_LEAF, &place.leaf_group),
+                    (labels::TOPOGRAPH_TIER_SPINE, &place.scalable_unit),
+                    (labels::TOPOLOGY_SPINE, &place.scalable_unit),
+                ] {
+                    labels.insert(key.to_owned(), value.clone());
+                }
             }
             None => out.unplaced.push(name.clone()),
+        }
+        let domain = nvlink_domain(
+            pool,
+            nodes.get(name).map(AsRef::as_ref),
+            out.placements.get(name),
+        );
+        if let Some(domain) = &domain {
+            for key in [
+                labels::TOPOGRAPH_ACCELERATOR_DOMAIN,
+                labels::TOPOLOGY_ACCELERATOR,
+            ] {
+                labels.insert(key.to_owned(), domain.clone());
+            }
+        }
+        if nvlink_level {
+            // A Node whose NVLink stays inside it is a domain of its own.
+            labels.insert(
+                labels::NVLINK_DOMAIN.to_owned(),
+                domain.unwrap_or_else(|| name.clone()),
+            );
         }
         out.desired.insert(
             name.clone(),
@@ -158,6 +189,24 @@ pub fn assign(factory: &ValidatedFactory, nodes: &NodeMetas) -> Assignment {
         );
     }
     out
+}
+
+/// The NVLink domain of a Node of a multi-node NVLink pool: the GPU clique its feature discovery
+/// reports, else its rack by position in its scalable unit (`<unit>-nvl<N>`); none on a pool whose
+/// NVLink stays inside the Node, or for an unplaced Node without a clique.
+fn nvlink_domain(
+    pool: &GpuPool,
+    node: Option<&NodeMeta>,
+    place: Option<&Placement>,
+) -> Option<String> {
+    let per_domain = usize::try_from(kueue::nvlink_domain_nodes(pool)).unwrap_or(1);
+    if per_domain <= 1 {
+        return None;
+    }
+    node.and_then(|n| n.labels.get(labels::GPU_CLIQUE))
+        .filter(|clique| !clique.is_empty())
+        .cloned()
+        .or_else(|| place.map(|p| format!("{}-nvl{}", p.scalable_unit, p.rank / per_domain)))
 }
 
 fn place(
@@ -208,6 +257,7 @@ fn place(
                 Placement {
                     scalable_unit: unit,
                     leaf_group,
+                    rank: i,
                 },
             )
         })
@@ -237,5 +287,12 @@ pub fn managed_label_keys() -> BTreeSet<&'static str> {
         labels::RAILS,
         labels::SCALABLE_UNIT,
         labels::LEAF_GROUP,
+        labels::NVLINK_DOMAIN,
+        labels::TOPOGRAPH_TIER_LEAF,
+        labels::TOPOGRAPH_TIER_SPINE,
+        labels::TOPOGRAPH_ACCELERATOR_DOMAIN,
+        labels::TOPOLOGY_LEAF,
+        labels::TOPOLOGY_SPINE,
+        labels::TOPOLOGY_ACCELERATOR,
     ])
 }

@@ -199,21 +199,5 @@ where
 pub fn tolerations(
     pool: &fabbrica_crds::v1alpha1::GpuPool,
 ) -> Vec<k8s_openapi::api::core::v1::Toleration> {
-    pool.taints
-        .iter()
-        .map(|taint| k8s_openapi::api::core::v1::Toleration {
-            key: Some(taint.key.clone()),
-            operator: Some(
-                if taint.value.is_some() {
-                    "Equal"
-                } else {
-                    "Exists"
-                }
-                .to_owned(),
-            ),
-            value: taint.value.clone(),
-            effect: Some(taint.effect.as_str().to_owned()),
-            toleration_seconds: None,
-        })
-        .collect()
+    fabbrica_crds::kueue::tolerations(pool)
 }

@@ -1,7 +1,9 @@
 //! The `gitops/` tree: kustomize bases (CRDs, the site's objects), overlays per
 //! environment, and the Argo CD and Flux entry points that sync them in order.
 
-use fabbrica_crds::crd;
+use std::collections::BTreeMap;
+
+use fabbrica_crds::{crd, kueue, labels};
 use fabbrica_site::{Plan, SiteObjects};
 use serde::Serialize;
 
@@ -26,6 +28,25 @@ fn yaml_stream<T: Serialize>(header: &str, objects: &[T]) -> anyhow::Result<Stri
         out.push_str(&serde_saphyr::to_string(object)?);
     }
     Ok(out)
+}
+
+/// The Factory's Kueue Topology and its pools' ResourceFlavors, from the builders the operator
+/// uses, labelled with the Factory as the operator labels them.
+fn kueue_objects(objects: &SiteObjects) -> Vec<serde_json::Value> {
+    let factory = &objects.factory;
+    let name = factory.metadata.name.as_deref().unwrap_or_default();
+    let labels = BTreeMap::from([(labels::FACTORY.to_owned(), name.to_owned())]);
+    let mut out = vec![kueue::build_topology(
+        name,
+        &factory.spec,
+        kueue::API_VERSION,
+        &labels,
+        None,
+    )];
+    out.extend(factory.spec.gpu_pools.iter().map(|pool| {
+        kueue::build_resource_flavor(name, pool, kueue::API_VERSION, true, &labels, None)
+    }));
+    out
 }
 
 /// Files under `gitops/`, as (path, contents), in a fixed order.
@@ -67,6 +88,18 @@ pub fn files(
             )?,
         ));
     }
+    files.push((
+        "gitops/base/kueue/kustomization.yaml".to_owned(),
+        "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\n# Kueue's Topology of the fabric and a ResourceFlavor per pool: what the operator writes\n# where Kueue (0.14 or newer) is installed. Add ../../base/kueue to an overlay's resources to\n# manage them from Git as well.\ncommonAnnotations:\n  argocd.argoproj.io/sync-wave: \"0\"\nresources:\n  - kueue.yaml\n"
+            .to_owned(),
+    ));
+    files.push((
+        "gitops/base/kueue/kueue.yaml".to_owned(),
+        yaml_stream(
+            "Kueue's Topology (scalable unit, leaf group, NVLink domain where the GPU system has multi-node NVLink, Node) and one ResourceFlavor per pool that names it.",
+            &kueue_objects(objects),
+        )?,
+    ));
     let mut kustomization = String::from(
         "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\n# Synced after the CRDs and the operator.\ncommonAnnotations:\n  argocd.argoproj.io/sync-wave: \"0\"\nresources:\n",
     );

@@ -303,6 +303,23 @@ mod tests {
     }
 
     #[test]
+    fn kueue_gets_the_fabrics_topology_and_flavors_that_name_it() {
+        let (plan, files) = rendered(Example::AiFactory);
+        let text = file(&files, "gitops/base/kueue/kueue.yaml");
+        let site = &plan.site;
+        for expected in [
+            "kind: Topology\n",
+            "- nodeLabel: fabbrica.io/scalable-unit\n",
+            "- nodeLabel: fabbrica.io/leaf-group\n",
+            "- nodeLabel: kubernetes.io/hostname\n",
+            "kind: ResourceFlavor\n",
+            &format!("topologyName: {site}\n"),
+        ] {
+            assert!(text.contains(expected), "{expected:?} missing in:\n{text}");
+        }
+    }
+
+    #[test]
     fn rendering_is_deterministic() {
         assert_eq!(
             rendered(Example::AiFactory).1,

@@ -54,6 +54,39 @@ fn pools_select_nodes_and_unlisted_nodes_are_unplaced() {
 }
 
 #[test]
+fn topographs_labels_repeat_the_placement_and_dgx_pools_have_no_nvlink_level() {
+    let assignment = assign(&factory(), &nodes());
+    let a1 = &assignment.desired["a1"].labels;
+    assert_eq!(a1[labels::TOPOGRAPH_TIER_LEAF], "su01-lg0");
+    assert_eq!(a1[labels::TOPOLOGY_LEAF], "su01-lg0");
+    assert_eq!(a1[labels::TOPOGRAPH_TIER_SPINE], "su01");
+    assert_eq!(a1[labels::TOPOLOGY_SPINE], "su01");
+    assert!(!a1.contains_key(labels::NVLINK_DOMAIN));
+    assert!(!a1.contains_key(labels::TOPOGRAPH_ACCELERATOR_DOMAIN));
+}
+
+#[test]
+fn multi_node_nvlink_puts_every_node_in_an_nvlink_domain() {
+    let mut factory = factory();
+    factory.spec.gpu_pools[1].system = fabbrica_crds::v1alpha1::GpuSystem::Gb200Nvl72;
+    let mut nodes = nodes();
+    let mut tray = node("b200");
+    tray.labels
+        .insert(labels::GPU_CLIQUE.to_owned(), "uuid.3".to_owned());
+    nodes.insert("b1".to_owned(), Arc::new(tray));
+    let assignment = assign(&factory, &nodes);
+    // A tray's domain is its clique, also as Topograph's accelerator domain.
+    let b1 = &assignment.desired["b1"].labels;
+    assert_eq!(b1[labels::NVLINK_DOMAIN], "uuid.3");
+    assert_eq!(b1[labels::TOPOGRAPH_ACCELERATOR_DOMAIN], "uuid.3");
+    assert_eq!(b1[labels::TOPOLOGY_ACCELERATOR], "uuid.3");
+    // A DGX's NVLink stays inside it: a domain of its own, and no accelerator domain.
+    let a1 = &assignment.desired["a1"].labels;
+    assert_eq!(a1[labels::NVLINK_DOMAIN], "a1");
+    assert!(!a1.contains_key(labels::TOPOGRAPH_ACCELERATOR_DOMAIN));
+}
+
+#[test]
 fn a_node_matching_two_pools_is_reported_not_labelled() {
     let mut nodes = nodes();
     nodes.insert(

@@ -27,6 +27,7 @@ const ROLE_BINDING: Kind = Kind::new("rolebinding");
 const RESOURCE_FLAVOR: Kind = Kind::new("resourceflavor");
 const CLUSTER_QUEUE: Kind = Kind::new("clusterqueue");
 const LOCAL_QUEUE: Kind = Kind::new("localqueue");
+const TOPOLOGY: Kind = Kind::new("topology");
 
 /// Whether the workspace may use its namespace.
 #[derive(Clone, Debug, PartialEq)]
@@ -84,6 +85,7 @@ pub async fn discover_kueue(ctx: &Context) -> Result<Option<KueueApis>> {
                             resource_flavor,
                             cluster_queue,
                             local_queue,
+                            topology: of("Topology"),
                         })
                     }
                     _ => None,
@@ -130,29 +132,43 @@ pub async fn apply_children(
         .collect();
     let api = Api::<RoleBinding>::namespaced(client.clone(), &namespace);
     sync_children(&ctx.kit, &api, ROLE_BINDING, &selector, &bindings).await?;
-    if let Some(queues) = &desired.queues {
-        apply_queues(ctx, desired, queues, &namespace).await?;
-    }
+    let cluster_queue = match &desired.queues {
+        Some(queues) => apply_queues(ctx, desired, queues, &namespace).await?,
+        None => None,
+    };
     Ok(Observed {
         quota: quotas.remove(build::QUOTA),
         kueue: desired.queues.is_some(),
+        cluster_queue,
         members,
         policies: desired.policies.len(),
     })
 }
 
+/// Applies the Kueue objects; returns the ClusterQueue as stored (its status is Kueue's report).
 async fn apply_queues(
     ctx: &Context,
     desired: &Desired,
     queues: &Queues,
     namespace: &str,
-) -> Result<()> {
+) -> Result<Option<DynamicObject>> {
     let client = &ctx.kit.client;
     let apis = &queues.apis;
-    // Flavors are shared by the factory's workspaces: applied when missing or different, never
-    // deleted here (they go with their Factory).
-    let api = Api::<DynamicObject>::all_with(client.clone(), &apis.resource_flavor);
     let selector = children::child_selector(labels::FACTORY, &desired.factory);
+    // The Topology and the flavors are shared by the factory's workspaces: applied when missing
+    // or different, never deleted here (they go with their Factory).
+    if let (Some(topology), Some(resource)) = (&queues.topology, &apis.topology) {
+        let api = Api::<DynamicObject>::all_with(client.clone(), resource);
+        let existing = api
+            .list(&ListParams::default().labels(&selector))
+            .await?
+            .items;
+        for object in dynamic(vec![topology.clone()])? {
+            let current = existing.iter().find(|e| e.name_any() == object.name_any());
+            apply_one(&ctx.kit, &api, TOPOLOGY, &object, current).await?;
+        }
+    }
+    let api = Api::<DynamicObject>::all_with(client.clone(), &apis.resource_flavor);
     let existing = api
         .list(&ListParams::default().labels(&selector))
         .await?
@@ -164,9 +180,10 @@ async fn apply_queues(
     let selector = child_selector(&desired.workspace);
     let api = Api::<DynamicObject>::all_with(client.clone(), &apis.cluster_queue);
     let cluster_queue = dynamic(vec![queues.cluster_queue.clone()])?;
-    sync_children(&ctx.kit, &api, CLUSTER_QUEUE, &selector, &cluster_queue).await?;
+    let mut stored =
+        sync_children(&ctx.kit, &api, CLUSTER_QUEUE, &selector, &cluster_queue).await?;
     let api = Api::<DynamicObject>::namespaced_with(client.clone(), namespace, &apis.local_queue);
     let local_queue = dynamic(vec![queues.local_queue.clone()])?;
     sync_children(&ctx.kit, &api, LOCAL_QUEUE, &selector, &local_queue).await?;
-    Ok(())
+    Ok(stored.remove(&desired.workspace))
 }

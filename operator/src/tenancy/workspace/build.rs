@@ -4,9 +4,9 @@
 use std::collections::BTreeMap;
 
 use fabbrica_crds::capacity::gpus_granted;
-use fabbrica_crds::labels;
 use fabbrica_crds::names::{GPU_REQUESTS, storage_class_name, storage_requests};
 use fabbrica_crds::v1alpha1::StorageRole;
+use fabbrica_crds::{kueue, labels};
 use k8s_openapi::api::core::v1::{
     LimitRange, LimitRangeItem, LimitRangeSpec, Namespace, ResourceQuota, ResourceQuotaSpec,
 };
@@ -23,7 +23,6 @@ use serde_json::{Value, json};
 
 use super::validate::ValidatedWorkspace;
 use crate::reconcile::children;
-use crate::tenancy::tolerations;
 
 /// The ResourceQuota of a workspace's namespace.
 pub const QUOTA: &str = "fabbrica-quota";
@@ -59,6 +58,8 @@ pub struct KueueApis {
     pub cluster_queue: ApiResource,
     /// LocalQueue (namespaced).
     pub local_queue: ApiResource,
+    /// Topology (cluster-scoped), where this Kueue serves it (topology-aware scheduling).
+    pub topology: Option<ApiResource>,
 }
 
 /// Kueue's objects of a workspace, as JSON for a dynamic apply.
@@ -66,6 +67,8 @@ pub struct KueueApis {
 pub struct Queues {
     /// Where they are served.
     pub apis: KueueApis,
+    /// The Factory's Topology, shared by its workspaces, where Kueue serves it.
+    pub topology: Option<Value>,
     /// One ResourceFlavor per pool, shared by the factory's workspaces.
     pub flavors: Vec<Value>,
     /// The workspace's ClusterQueue.
@@ -110,7 +113,15 @@ pub fn build(ws: &ValidatedWorkspace, kueue: Option<&KueueApis>) -> Desired {
         binding: build_role_binding(ws),
         operator_binding: None,
         queues: kueue.map(|apis| Queues {
-            flavors: build_resource_flavors(ws, &apis.resource_flavor.api_version),
+            topology: apis
+                .topology
+                .as_ref()
+                .map(|t| build_topology(ws, &t.api_version)),
+            flavors: build_resource_flavors(
+                ws,
+                &apis.resource_flavor.api_version,
+                apis.topology.is_some(),
+            ),
             cluster_queue: build_cluster_queue(ws, &apis.cluster_queue.api_version),
             local_queue: build_local_queue(ws, &apis.local_queue.api_version),
             apis: apis.clone(),
@@ -169,9 +180,16 @@ pub fn build_namespace(ws: &ValidatedWorkspace) -> Namespace {
 /// caps the total. A tier without a grant is capped at zero, except the datasets tier, which the
 /// tenant reads without a grant of its own.
 pub fn build_resource_quota(ws: &ValidatedWorkspace) -> ResourceQuota {
+    // Borrowed GPUs run in the namespace too: the cap is the grant plus the borrowing limits.
+    let borrowable: u64 = ws
+        .spec
+        .gpu_quota
+        .iter()
+        .map(|q| u64::from(q.borrowing_limit))
+        .sum();
     let mut hard = BTreeMap::from([(
         GPU_REQUESTS.to_owned(),
-        Quantity(gpus_granted(&ws.spec).to_string()),
+        Quantity((gpus_granted(&ws.spec) + borrowable).to_string()),
     )]);
     for tier in &ws.factory.storage_tiers {
         let granted = ws
@@ -363,69 +381,114 @@ pub fn subject_of(username: &str) -> Subject {
 }
 
 /// The Kueue API group.
-pub const KUEUE_GROUP: &str = "kueue.x-k8s.io";
+pub const KUEUE_GROUP: &str = kueue::GROUP;
 
-/// The ResourceFlavor of a pool, shared by the factory's workspaces: `<factory>-<pool>`.
-pub fn flavor_name(factory: &str, pool: &str) -> String {
-    format!("{factory}-{pool}")
+/// CPU and memory are not what fabbrica grants (the ResourceQuota does not cap them either), but
+/// Kueue admits a workload only when its ClusterQueue covers every resource it requests, and the
+/// namespace's LimitRange gives every container a CPU and memory request. The queue covers both
+/// with a quota no pool reaches, so GPUs alone decide admission.
+pub const UNMETERED_CPU: &str = "1M";
+/// See [`UNMETERED_CPU`]. (1 PiB per queue, so a cohort of thousands of queues stays far from
+/// Kueue's 64-bit sums.)
+pub const UNMETERED_MEMORY: &str = "1Pi";
+
+/// The Factory's Kueue Topology, shared by its workspaces and owned by the Factory.
+pub fn build_topology(ws: &ValidatedWorkspace, api_version: &str) -> Value {
+    let factory = &ws.spec.factory;
+    let labels = children::child_labels([(labels::FACTORY, factory.as_str())]);
+    kueue::build_topology(
+        factory,
+        &ws.factory,
+        api_version,
+        &labels,
+        Some(&ws.factory_owner),
+    )
 }
 
 /// One Kueue ResourceFlavor per pool of the factory, placing admitted workloads on the pool's
-/// Nodes with its tolerations. Owned by the Factory, since every workspace of it shares them.
-pub fn build_resource_flavors(ws: &ValidatedWorkspace, api_version: &str) -> Vec<Value> {
+/// Nodes with its tolerations, by the Factory's Topology where Kueue serves it (`topology`).
+/// Owned by the Factory, since every workspace of it shares them.
+pub fn build_resource_flavors(
+    ws: &ValidatedWorkspace,
+    api_version: &str,
+    topology: bool,
+) -> Vec<Value> {
     let factory = &ws.spec.factory;
+    let labels = children::child_labels([(labels::FACTORY, factory.as_str())]);
     ws.factory
         .gpu_pools
         .iter()
         .map(|pool| {
-            let mut spec = json!({
-                "nodeLabels": {labels::FACTORY: factory, labels::POOL: pool.name},
-            });
-            let tolerations = tolerations(pool);
-            if !tolerations.is_empty() {
-                spec["tolerations"] = json!(tolerations);
-            }
-            json!({
-                "apiVersion": api_version,
-                "kind": "ResourceFlavor",
-                "metadata": {
-                    "name": flavor_name(factory, &pool.name),
-                    "labels": children::child_labels([(labels::FACTORY, factory.as_str())]),
-                    "ownerReferences": [ws.factory_owner],
-                },
-                "spec": spec,
-            })
+            kueue::build_resource_flavor(
+                factory,
+                pool,
+                api_version,
+                topology,
+                &labels,
+                Some(&ws.factory_owner),
+            )
         })
         .collect()
 }
 
-/// The workspace's ClusterQueue (named like the workspace): its GPU quota per pool flavor, for
-/// workloads from its namespace only.
+/// The workspace's ClusterQueue (named like the workspace), in the Factory's cohort (named like
+/// the Factory): its GPU quota per pool flavor with the borrowing and lending limits, for
+/// workloads from its namespace only; its fair-sharing weight; preemption that reclaims only
+/// what others borrowed and never takes another tenant's work within its quota.
 pub fn build_cluster_queue(ws: &ValidatedWorkspace, api_version: &str) -> Value {
     let flavors: Vec<Value> = ws
         .spec
         .gpu_quota
         .iter()
         .map(|q| {
+            let mut gpus = json!({
+                "name": labels::GPU_RESOURCE,
+                "nominalQuota": q.gpus.to_string(),
+                "borrowingLimit": q.borrowing_limit.to_string(),
+            });
+            if let Some(lending) = q.lending_limit {
+                gpus["lendingLimit"] = json!(lending.to_string());
+            }
             json!({
-                "name": flavor_name(&ws.spec.factory, &q.pool),
-                "resources": [{"name": labels::GPU_RESOURCE, "nominalQuota": q.gpus}],
+                "name": kueue::flavor_name(&ws.spec.factory, &q.pool),
+                "resources": [
+                    gpus,
+                    {"name": "cpu", "nominalQuota": UNMETERED_CPU},
+                    {"name": "memory", "nominalQuota": UNMETERED_MEMORY},
+                ],
             })
         })
         .collect();
     let groups = if flavors.is_empty() {
         json!([])
     } else {
-        json!([{"coveredResources": [labels::GPU_RESOURCE], "flavors": flavors}])
+        json!([{"coveredResources": [labels::GPU_RESOURCE, "cpu", "memory"], "flavors": flavors}])
     };
+    let policy = ws.spec.queue.clone().unwrap_or_default();
+    // v1beta1 called the cohort `cohort`; v1beta2 `cohortName`.
+    let cohort_field = if api_version.ends_with("/v1beta1") {
+        "cohort"
+    } else {
+        "cohortName"
+    };
+    let mut spec = json!({
+        "namespaceSelector": {"matchLabels": {labels::WORKSPACE: ws.name}},
+        "resourceGroups": groups,
+        "preemption": {
+            "reclaimWithinCohort": policy.reclaim_within_cohort.as_str(),
+            "borrowWithinCohort": {"policy": "Never"},
+            "withinClusterQueue": policy.within_workspace.as_str(),
+        },
+    });
+    spec[cohort_field] = json!(ws.spec.factory);
+    if let Some(weight) = policy.fair_sharing_weight {
+        spec["fairSharing"] = json!({"weight": weight.to_string()});
+    }
     json!({
         "apiVersion": api_version,
         "kind": "ClusterQueue",
         "metadata": meta(ws, &ws.name, false),
-        "spec": {
-            "namespaceSelector": {"matchLabels": {labels::WORKSPACE: ws.name}},
-            "resourceGroups": groups,
-        },
+        "spec": spec,
     })
 }
 

@@ -40,6 +40,9 @@ pub const CONTROLLER: &str = "workspace";
 pub const FINALIZER: &str = "fabbrica.io/environments";
 /// How often a Workspace is reconciled with no trigger (quota use is read on each reconcile).
 pub const RESYNC: Duration = Duration::from_secs(300);
+/// How often a Workspace with Kueue queues is reconciled with no trigger: its status follows
+/// the ClusterQueue's (workloads admitted and pending, GPUs in use), which no watch reports.
+pub const QUEUE_RESYNC: Duration = Duration::from_secs(10);
 /// How often a deleting Workspace checks whether its environments are gone.
 pub const DELETION_POLL: Duration = Duration::from_secs(2);
 /// How often a Workspace whose namespace is taken or terminating looks again.
@@ -251,7 +254,11 @@ async fn reconcile_workspace(
     // status
     let status = status::build_status(&validated, &observed, previous, &now);
     write_status(ctx, workspace, &status).await?;
-    Ok(Action::requeue(RESYNC))
+    Ok(Action::requeue(if desired.queues.is_some() {
+        QUEUE_RESYNC
+    } else {
+        RESYNC
+    }))
 }
 
 /// Deletes the JupyterEnvironments in the workspace's namespace; `Some` (poll again) while any

@@ -1,11 +1,16 @@
 //! The Workspace's status, computed from what was applied and observed. Pure.
 
 use fabbrica_crds::capacity::gpus_granted;
+use fabbrica_crds::kueue::flavor_name;
+use fabbrica_crds::labels::GPU_RESOURCE;
 use fabbrica_crds::names::GPU_REQUESTS;
 use fabbrica_crds::quantity;
-use fabbrica_crds::v1alpha1::{QuotaUsage, WorkspaceStatus};
+use fabbrica_crds::v1alpha1::{PoolQueueUsage, QueueStatus, QuotaUsage, WorkspaceStatus};
 use k8s_openapi::api::core::v1::ResourceQuota;
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::api::DynamicObject;
+use serde_json::Value;
 
 use super::validate::ValidatedWorkspace;
 use crate::conditions::{reasons, types};
@@ -18,6 +23,8 @@ pub struct Observed {
     pub quota: Option<ResourceQuota>,
     /// Whether Kueue's CRDs are served (and so its queues were applied).
     pub kueue: bool,
+    /// The workspace's ClusterQueue as stored: its status is what Kueue reports.
+    pub cluster_queue: Option<DynamicObject>,
     /// Subjects bound to the `edit` role.
     pub members: usize,
     /// NetworkPolicies applied.
@@ -50,6 +57,65 @@ pub fn gpus_used(quota: &ResourceQuota) -> u64 {
         .and_then(|u| u.get(GPU_REQUESTS))
         .and_then(quantity::value)
         .map_or(0, |v| v.max(0.0).round() as u64)
+}
+
+/// Workloads and GPUs in use per pool, from the ClusterQueue's status (Kueue's report): admitted
+/// and pending workloads, and per pool flavor the GPUs admitted workloads use
+/// (`flavorsUsage[].resources[].total`) and of those the borrowed ones.
+pub fn queue_status(ws: &ValidatedWorkspace, cluster_queue: &DynamicObject) -> QueueStatus {
+    let status = &cluster_queue.data["status"];
+    let count = |field: &str| status[field].as_u64().unwrap_or(0);
+    let gpus = |usage: &Value, field: &str| {
+        usage["resources"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|r| r["name"] == GPU_RESOURCE)
+            .and_then(|r| match &r[field] {
+                Value::String(q) => quantity::value(&Quantity(q.clone())),
+                Value::Number(n) => n.as_f64(),
+                _ => None,
+            })
+            .map_or(0, |v| v.max(0.0).round() as u64)
+    };
+    let usage = status["flavorsUsage"].as_array();
+    let pools = ws
+        .spec
+        .gpu_quota
+        .iter()
+        .map(|q| {
+            let flavor = flavor_name(&ws.spec.factory, &q.pool);
+            let used = usage
+                .into_iter()
+                .flatten()
+                .find(|u| u["name"] == flavor.as_str());
+            PoolQueueUsage {
+                pool: q.pool.clone(),
+                gpus_in_use: used.map_or(0, |u| gpus(u, "total")),
+                gpus_borrowed: used.map_or(0, |u| gpus(u, "borrowed")),
+            }
+        })
+        .collect();
+    QueueStatus {
+        admitted_workloads: count("admittedWorkloads"),
+        pending_workloads: count("pendingWorkloads"),
+        pools,
+    }
+}
+
+/// Kueue's `Active` condition of a ClusterQueue, when it reports one that is not True: the
+/// reason and message.
+fn inactive(cluster_queue: &DynamicObject) -> Option<(String, String)> {
+    cluster_queue.data["status"]["conditions"]
+        .as_array()?
+        .iter()
+        .find(|c| c["type"] == "Active" && c["status"] != "True")
+        .map(|c| {
+            (
+                c["reason"].as_str().unwrap_or_default().to_owned(),
+                c["message"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
 }
 
 /// The status of a workspace whose children were applied.
@@ -100,7 +166,20 @@ pub fn build_status(
         generation,
         now,
     );
-    let queue = if observed.kueue {
+    let inactive = observed.cluster_queue.as_ref().and_then(inactive);
+    let queue = if let Some((reason, message)) = inactive {
+        condition(
+            types::QUEUE_READY,
+            false,
+            reasons::QUEUE_INACTIVE,
+            format!(
+                "Kueue reports ClusterQueue {} inactive ({reason}): {message}",
+                ws.name
+            ),
+            generation,
+            now,
+        )
+    } else if observed.kueue {
         let message = format!(
             "ClusterQueue {} with {} pool flavors, LocalQueue {}",
             ws.name,
@@ -139,6 +218,10 @@ pub fn build_status(
         gpus_used: used,
         gpus_granted: granted,
         quota: quota_usage,
+        queue: observed
+            .cluster_queue
+            .as_ref()
+            .map(|cq| queue_status(ws, cq)),
     }
 }
 

@@ -181,8 +181,9 @@ fn the_operator_binds_itself_to_edit_in_the_workspace_namespace_only() {
 #[test]
 fn kueue_gets_a_flavor_per_pool_and_a_queue_with_the_quota_per_pool() {
     let ws = validated_workspace();
-    let flavors = build_resource_flavors(&ws, "kueue.x-k8s.io/v1beta1");
+    let flavors = build_resource_flavors(&ws, "kueue.x-k8s.io/v1beta2", true);
     assert_eq!(flavors.len(), 2);
+    assert_eq!(flavors[0]["spec"]["topologyName"], "lab");
     assert_eq!(flavors[0]["metadata"]["name"], "lab-interactive");
     assert_eq!(
         flavors[0]["metadata"]["ownerReferences"][0]["kind"],
@@ -197,19 +198,33 @@ fn kueue_gets_a_flavor_per_pool_and_a_queue_with_the_quota_per_pool() {
         json!({"key": "nvidia.com/gpu", "operator": "Equal", "value": "present", "effect": "NoSchedule"})
     );
     assert!(flavors[1]["spec"].get("tolerations").is_none());
-    let queue = build_cluster_queue(&ws, "kueue.x-k8s.io/v1beta1");
+    let queue = build_cluster_queue(&ws, "kueue.x-k8s.io/v1beta2");
     assert_eq!(queue["metadata"]["name"], "aurora");
+    assert_eq!(queue["spec"]["cohortName"], "lab");
+    assert_eq!(
+        queue["spec"]["preemption"],
+        json!({
+            "reclaimWithinCohort": "Any",
+            "borrowWithinCohort": {"policy": "Never"},
+            "withinClusterQueue": "Never",
+        })
+    );
+    assert!(queue["spec"].get("fairSharing").is_none());
     assert_eq!(
         queue["spec"]["namespaceSelector"]["matchLabels"]["fabbrica.io/workspace"],
         "aurora"
     );
     let group = &queue["spec"]["resourceGroups"][0];
-    assert_eq!(group["coveredResources"], json!(["nvidia.com/gpu"]));
     assert_eq!(
-        group["flavors"][1],
-        json!({"name": "lab-training", "resources": [{"name": "nvidia.com/gpu", "nominalQuota": 16}]})
+        group["coveredResources"],
+        json!(["nvidia.com/gpu", "cpu", "memory"])
     );
-    let local = build_local_queue(&ws, "kueue.x-k8s.io/v1beta1");
+    assert_eq!(
+        group["flavors"][1]["resources"][0],
+        json!({"name": "nvidia.com/gpu", "nominalQuota": "16", "borrowingLimit": "0"})
+    );
+    assert_eq!(group["flavors"][1]["name"], "lab-training");
+    let local = build_local_queue(&ws, "kueue.x-k8s.io/v1beta2");
     assert_eq!(
         (
             local["metadata"]["namespace"].as_str(),
@@ -217,6 +232,72 @@ fn kueue_gets_a_flavor_per_pool_and_a_queue_with_the_quota_per_pool() {
         ),
         (Some("ws-aurora"), Some("aurora"))
     );
+}
+
+#[test]
+fn borrowing_lending_weight_and_preemption_reach_the_cluster_queue() {
+    let mut workspace = fixtures::workspace();
+    workspace.spec.gpu_quota[1].borrowing_limit = 8;
+    workspace.spec.gpu_quota[1].lending_limit = Some(4);
+    workspace.spec.queue = Some(fabbrica_crds::v1alpha1::QueuePolicy {
+        fair_sharing_weight: Some(3),
+        reclaim_within_cohort: fabbrica_crds::v1alpha1::CohortReclaim::LowerPriority,
+        within_workspace: fabbrica_crds::v1alpha1::WorkspacePreemption::LowerPriority,
+    });
+    let ws = validated_workspace_from(workspace);
+    let queue = build_cluster_queue(&ws, "kueue.x-k8s.io/v1beta2");
+    assert_eq!(
+        queue["spec"]["resourceGroups"][0]["flavors"][1]["resources"][0],
+        json!({"name": "nvidia.com/gpu", "nominalQuota": "16", "borrowingLimit": "8", "lendingLimit": "4"})
+    );
+    assert_eq!(queue["spec"]["fairSharing"], json!({"weight": "3"}));
+    assert_eq!(
+        queue["spec"]["preemption"]["reclaimWithinCohort"],
+        "LowerPriority"
+    );
+    // Another tenant's work within its own quota is never preempted.
+    assert_eq!(
+        queue["spec"]["preemption"]["borrowWithinCohort"]["policy"],
+        "Never"
+    );
+    // Borrowed GPUs run in the namespace, so its ResourceQuota leaves room for them.
+    let quota = build_resource_quota(&ws);
+    assert_eq!(
+        quota.spec.unwrap().hard.unwrap()[GPU_REQUESTS],
+        Quantity("28".into())
+    );
+}
+
+#[test]
+fn queue_status_is_read_from_the_cluster_queue() {
+    let ws = validated_workspace();
+    let cq: kube::api::DynamicObject = serde_json::from_value(json!({
+        "apiVersion": "kueue.x-k8s.io/v1beta2",
+        "kind": "ClusterQueue",
+        "metadata": {"name": "aurora"},
+        "status": {
+            "admittedWorkloads": 2,
+            "pendingWorkloads": 1,
+            "flavorsUsage": [
+                {"name": "lab-training", "resources": [
+                    {"name": "cpu", "total": "2"},
+                    {"name": "nvidia.com/gpu", "total": "24", "borrowed": "8"},
+                ]},
+            ],
+        },
+    }))
+    .unwrap();
+    let status = crate::tenancy::workspace::status::queue_status(&ws, &cq);
+    assert_eq!(
+        (status.admitted_workloads, status.pending_workloads),
+        (2, 1)
+    );
+    let pools: Vec<_> = status
+        .pools
+        .iter()
+        .map(|p| (p.pool.as_str(), p.gpus_in_use, p.gpus_borrowed))
+        .collect();
+    assert_eq!(pools, [("interactive", 0, 0), ("training", 24, 8)]);
 }
 
 #[test]
@@ -290,12 +371,15 @@ fn the_build_returns_every_child_and_queues_only_where_kueue_is_served() {
         resource_flavor: api("ResourceFlavor"),
         cluster_queue: api("ClusterQueue"),
         local_queue: api("LocalQueue"),
+        topology: None,
     };
     let queues = build(&ws, Some(&kueue)).queues.unwrap();
     assert_eq!(
         queues.flavors,
-        build_resource_flavors(&ws, "kueue.x-k8s.io/v1beta1")
+        build_resource_flavors(&ws, "kueue.x-k8s.io/v1beta1", false)
     );
+    assert!(queues.topology.is_none());
+    assert_eq!(queues.cluster_queue["spec"]["cohort"], "lab");
     assert_eq!(queues.local_queue["spec"]["clusterQueue"], json!(ws.name));
     assert_eq!(queues.apis, kueue);
 }
