@@ -39,3 +39,9 @@ pub const MAINTENANCE_DONE: &str = "fabbrica.io/maintenance-done";
 pub const REBOOT_REQUESTED: &str = "fabbrica.io/reboot-requested";
 /// The taint (NoSchedule) and label key of a quarantined Node; the label's value is the reason.
 pub const QUARANTINE: &str = "fabbrica.io/quarantine";
+/// Annotation on a JupyterEnvironment whose notebook Pod a Maintenance is about to evict: why,
+/// as a sentence. Its status shows it as the condition `EvictionNotice` while it is there.
+pub const EVICTION_NOTICE: &str = "fabbrica.io/eviction-notice";
+/// Annotation beside [`EVICTION_NOTICE`]: the Node being taken out of service; the Maintenance
+/// removes both when it releases that Node.
+pub const EVICTION_NODE: &str = "fabbrica.io/eviction-node";

@@ -28,6 +28,8 @@ pub mod types {
     pub const ADMITTED: &str = "Admitted";
     /// JupyterEnvironment: the notebook server has a ready replica.
     pub const RUNNING: &str = "Running";
+    /// JupyterEnvironment: a Maintenance is about to evict (or is evicting) the notebook's Pod.
+    pub const EVICTION_NOTICE: &str = "EvictionNotice";
     /// Maintenance: Nodes are being worked through; False when paused, finished or refused.
     pub const PROGRESSING: &str = "Progressing";
 }
@@ -98,6 +100,8 @@ pub mod reasons {
     pub const REPLICA_READY: &str = "ReplicaReady";
     /// JupyterEnvironment: the notebook server has no ready replica yet.
     pub const REPLICA_NOT_READY: &str = "ReplicaNotReady";
+    /// JupyterEnvironment: its Node is taken out of service by a Maintenance.
+    pub const NODE_MAINTENANCE: &str = "NodeMaintenance";
     /// Maintenance: no Node of the targeted pools matches; nothing is planned yet.
     pub const NO_NODES: &str = "NoNodes";
     /// Maintenance: the plan is made (waves of whole failure domains).

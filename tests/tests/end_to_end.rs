@@ -30,7 +30,7 @@ const UNAUDITED: [(&str, &str, &str); 1] = [("bind", "rbac.authorization.k8s.io"
 /// exercises it for StorageClasses), kube's event recorder patching an Event that repeats, and
 /// a Maintenance's finalizer, status, Pod lists and evictions (this run declares no Maintenance;
 /// tests/tests/maintenance.rs does).
-const NOT_EXERCISED: [(&str, &str, &str); 18] = [
+const NOT_EXERCISED: [(&str, &str, &str); 19] = [
     (
         "delete",
         "k8s.cni.cncf.io",
@@ -53,6 +53,7 @@ const NOT_EXERCISED: [(&str, &str, &str); 18] = [
     ("list", "", "pods"),
     ("create", "", "pods/eviction"),
     ("list", "policy", "poddisruptionbudgets"),
+    ("patch", "fabbrica.io", "jupyterenvironments"),
 ];
 
 /// (verb, API group, resource[/subresource]) a rule grants or a request used.

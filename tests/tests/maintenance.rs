@@ -9,7 +9,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use fabbrica_crds::labels;
 use fabbrica_crds::v1alpha1::{
-    Factory, GPU_DRIVER_UPGRADE_STATE, GpuSystem, Maintenance, MaintenanceNode,
+    Factory, GPU_DRIVER_UPGRADE_STATE, GpuSystem, JupyterEnvironment, Maintenance, MaintenanceNode,
 };
 use fabbrica_operator::Settings;
 use fabbrica_operator::clock::SystemClock;
@@ -457,13 +457,27 @@ async fn a_pdb_holds_the_wave_and_tenants_are_told_before_eviction() -> anyhow::
     factory_placed(&client, &run, &factory(&run, 4, 1)).await?;
     let namespace = unique_name("mnt-tenant");
     create_namespace(&client, &namespace).await?;
-    // The first Node runs a Pod whose budget allows no disruption at all.
+    // The first Node runs a notebook's Pod whose budget allows no disruption at all.
     let pods = Api::<Pod>::namespaced(client.clone(), &namespace);
-    pods.create(
-        &PostParams::default(),
-        &pod("trainer", &nodes[0], "trainer")?,
-    )
-    .await?;
+    let mut trainer = pod("trainer", &nodes[0], "trainer")?;
+    trainer
+        .metadata
+        .labels
+        .get_or_insert_default()
+        .insert(labels::ENVIRONMENT.to_owned(), "notebook".to_owned());
+    pods.create(&PostParams::default(), &trainer).await?;
+    let environments = Api::<JupyterEnvironment>::namespaced(client.clone(), &namespace);
+    environments
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({
+                "apiVersion": "fabbrica.io/v1alpha1", "kind": "JupyterEnvironment",
+                "metadata": {"name": "notebook"},
+                "spec": {"image": "pytorch", "profile": {"pool": "train", "gpus": 1, "cpu": "1", "memory": "1Gi"},
+                    "home": {"tier": "project", "size": "1Gi"}},
+            }))?,
+        )
+        .await?;
     let pdbs = Api::<PodDisruptionBudget>::namespaced(client.clone(), &namespace);
     pdbs.create(
         &PostParams::default(),
@@ -533,6 +547,18 @@ async fn a_pdb_holds_the_wave_and_tenants_are_told_before_eviction() -> anyhow::
         "no notice Event about Pod trainer: {events:?}"
     );
 
+    // The notebook whose Pod is held is told why, by the Maintenance, until its Node is released.
+    let notebook = environments.get("notebook").await?;
+    let notice = notebook
+        .annotations()
+        .get(labels::EVICTION_NOTICE)
+        .cloned()
+        .unwrap_or_default();
+    assert!(
+        notice.contains(&nodes[0]) && notice.contains(&name),
+        "{notice:?}"
+    );
+
     // Budget lifted: the Pod is evicted, the Node drained, and it waits for the hardware work.
     pdbs.delete("trainer", &DeleteParams::default()).await?;
     wait_for(&client, &name, "has the first Node drained", |m| {
@@ -562,6 +588,11 @@ async fn a_pdb_holds_the_wave_and_tenants_are_told_before_eviction() -> anyhow::
         Some(true)
     );
     assert!(!first.labels().contains_key(labels::MAINTENANCE_DONE));
+    let notebook = environments.get("notebook").await?;
+    assert!(
+        !notebook.annotations().contains_key(labels::EVICTION_NOTICE),
+        "the notice is gone with the released Node"
+    );
 
     // Cancelled: the Node under work is released, the rest skipped.
     let patch = json!({"spec": {"cancel": true}});

@@ -10,7 +10,7 @@
 use std::collections::{BTreeSet, HashMap};
 
 use fabbrica_crds::labels;
-use fabbrica_crds::v1alpha1::Maintenance;
+use fabbrica_crds::v1alpha1::{JupyterEnvironment, Maintenance};
 use k8s_openapi::api::core::v1::{Node, Pod};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
@@ -291,9 +291,63 @@ pub async fn notify(kit: &Kit, maintenance: &Maintenance, node: &str) -> Result<
             maintenance.name_any(),
             maintenance.spec.action.type_.as_str(),
         );
+        if let Some(env) = pod.labels().get(labels::ENVIRONMENT) {
+            let namespace = pod.namespace().unwrap_or_default();
+            let patch = json!({"metadata": {"annotations": {
+                labels::EVICTION_NOTICE: note.clone(),
+                labels::EVICTION_NODE: node,
+            }}});
+            match Api::<JupyterEnvironment>::namespaced(kit.client.clone(), &namespace)
+                .patch(env, &merge_params(), &Patch::Merge(&patch))
+                .await
+            {
+                Ok(_) => kit.metrics.write("jupyterenvironment", "patch"),
+                // A Pod that names no existing environment has nothing to tell.
+                Err(kube::Error::Api(status)) if status.code == 404 => {}
+                Err(err) => {
+                    return Err(Error::request(
+                        "writing",
+                        format!("JupyterEnvironment {namespace}/{env}"),
+                        err,
+                    ));
+                }
+            }
+        }
         kit.events
             .publish(&pod, EventType::Warning, NOTICE, note)
             .await;
+    }
+    Ok(())
+}
+
+/// Removes the eviction notice from the JupyterEnvironments told about `node`.
+async fn clear_notices(kit: &Kit, node: &str) -> Result<()> {
+    let envs = Api::<JupyterEnvironment>::all(kit.client.clone())
+        .list(&ListParams::default())
+        .await
+        .map_err(|err| Error::request("listing", "JupyterEnvironments", err))?;
+    for env in envs.items.iter().filter(|e| {
+        e.annotations()
+            .get(labels::EVICTION_NODE)
+            .map(String::as_str)
+            == Some(node)
+    }) {
+        let namespace = env.namespace().unwrap_or_default();
+        let patch = json!({"metadata": {"annotations": {
+            labels::EVICTION_NOTICE: null,
+            labels::EVICTION_NODE: null,
+        }}});
+        Api::<JupyterEnvironment>::namespaced(kit.client.clone(), &namespace)
+            .patch(&env.name_any(), &merge_params(), &Patch::Merge(&patch))
+            .await
+            .map_err(|err| {
+                Error::request(
+                    "writing",
+                    format!("JupyterEnvironment {namespace}/{}", env.name_any()),
+                    err,
+                )
+            })?;
+        kit.metrics.write("jupyterenvironment", "patch");
     }
     Ok(())
 }
@@ -317,7 +371,10 @@ pub async fn carry_out(
     let mut notified = BTreeSet::new();
     for effect in effects {
         match effect {
-            Effect::Uncordon(node) => uncordon(kit, &name, &view(node)).await?,
+            Effect::Uncordon(node) => {
+                uncordon(kit, &name, &view(node)).await?;
+                clear_notices(kit, node).await?;
+            }
             Effect::Cordon(node) => cordon(kit, &name, &view(node)).await?,
             Effect::Notify(node) => {
                 if notified.insert(node.clone()) {
