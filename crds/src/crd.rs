@@ -4,14 +4,19 @@
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::CustomResourceExt;
 
-use crate::v1alpha1::{Factory, JupyterEnvironment, Workspace};
+use crate::v1alpha1::{Factory, JupyterEnvironment, Maintenance, Workspace};
 
 /// Every CRD fabbrica serves, in the order they should be applied.
 pub fn all() -> Vec<CustomResourceDefinition> {
-    [Factory::crd(), Workspace::crd(), JupyterEnvironment::crd()]
-        .into_iter()
-        .map(without_unsigned_formats)
-        .collect()
+    [
+        Factory::crd(),
+        Workspace::crd(),
+        JupyterEnvironment::crd(),
+        Maintenance::crd(),
+    ]
+    .into_iter()
+    .map(without_unsigned_formats)
+    .collect()
 }
 
 /// schemars marks unsigned integers `format: uint32`, a format the API server does not know

@@ -49,3 +49,20 @@ pub const GPU_RESOURCE: &str = "nvidia.com/gpu";
 pub const MANAGED_BY: &str = "app.kubernetes.io/managed-by";
 /// Value of [`MANAGED_BY`] on everything the operator creates.
 pub const MANAGER: &str = "fabbrica-operator";
+/// Label on a Node a Maintenance cordoned: the Maintenance's name. Only a Node carrying it is
+/// uncordoned by that Maintenance (a cordon someone else set stays), and a deleted Maintenance
+/// finds the Nodes it holds by it.
+pub const MAINTENANCE: &str = "fabbrica.io/maintenance";
+/// The label that releases a Node drained for hardware work: its value is the Maintenance's name.
+pub const MAINTENANCE_DONE: &str = "fabbrica.io/maintenance-done";
+/// Annotation a `reboot` Maintenance writes on a drained Node (the time of the request), for a
+/// reboot agent to act on.
+pub const REBOOT_REQUESTED: &str = "fabbrica.io/reboot-requested";
+/// The taint (NoSchedule) and label key of a quarantined Node; the label's value is the reason.
+pub const QUARANTINE: &str = "fabbrica.io/quarantine";
+/// Annotation on a JupyterEnvironment whose notebook Pod a Maintenance is about to evict: why,
+/// as a sentence. Its status shows it as the condition `EvictionNotice` while it is there.
+pub const EVICTION_NOTICE: &str = "fabbrica.io/eviction-notice";
+/// Annotation beside [`EVICTION_NOTICE`]: the Node being taken out of service; the Maintenance
+/// removes both when it releases that Node.
+pub const EVICTION_NODE: &str = "fabbrica.io/eviction-node";

@@ -84,6 +84,10 @@ pub struct ReconcileArgs {
     /// (changes closer together than this keep delaying it).
     #[arg(long, default_value = "200", value_name = "MILLISECONDS")]
     pub debounce_ms: u64,
+    /// How often a running Maintenance looks at its Nodes again (drains, agents' signals, the
+    /// pools' budgets).
+    #[arg(long, default_value = "5000", value_name = "MILLISECONDS")]
+    pub maintenance_poll_ms: u64,
 }
 
 /// How logs are written.
@@ -104,6 +108,7 @@ impl Cli {
             factory_selector: self.reconcile.factory_selector.clone(),
             node_concurrency: self.reconcile.node_concurrency.max(1),
             debounce: Duration::from_millis(self.reconcile.debounce_ms),
+            maintenance_poll: Duration::from_millis(self.reconcile.maintenance_poll_ms.max(100)),
             reporter: self
                 .election
                 .identity

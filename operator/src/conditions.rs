@@ -28,6 +28,10 @@ pub mod types {
     pub const ADMITTED: &str = "Admitted";
     /// JupyterEnvironment: the notebook server has a ready replica.
     pub const RUNNING: &str = "Running";
+    /// JupyterEnvironment: a Maintenance is about to evict (or is evicting) the notebook's Pod.
+    pub const EVICTION_NOTICE: &str = "EvictionNotice";
+    /// Maintenance: Nodes are being worked through; False when paused, finished or refused.
+    pub const PROGRESSING: &str = "Progressing";
 }
 
 /// Condition reasons (CamelCase, as Kubernetes expects).
@@ -98,6 +102,24 @@ pub mod reasons {
     pub const REPLICA_READY: &str = "ReplicaReady";
     /// JupyterEnvironment: the notebook server has no ready replica yet.
     pub const REPLICA_NOT_READY: &str = "ReplicaNotReady";
+    /// JupyterEnvironment: its Node is taken out of service by a Maintenance.
+    pub const NODE_MAINTENANCE: &str = "NodeMaintenance";
+    /// Maintenance: no Node of the targeted pools matches; nothing is planned yet.
+    pub const NO_NODES: &str = "NoNodes";
+    /// Maintenance: the plan is made (waves of whole failure domains).
+    pub const PLANNED: &str = "Planned";
+    /// Maintenance: Nodes are being worked through.
+    pub const IN_PROGRESS: &str = "InProgress";
+    /// Maintenance: paused by `spec.paused`.
+    pub const PAUSED_BY_SPEC: &str = "PausedBySpec";
+    /// Maintenance: as many Nodes failed as `spec.failureThreshold`; it paused itself.
+    pub const FAILURE_THRESHOLD: &str = "FailureThreshold";
+    /// Maintenance: every Node is done.
+    pub const MAINTENANCE_COMPLETE: &str = "MaintenanceComplete";
+    /// Maintenance: every Node finished and some failed.
+    pub const NODES_FAILED: &str = "NodesFailed";
+    /// Maintenance: cancelled by `spec.cancel`.
+    pub const MAINTENANCE_CANCELLED: &str = "MaintenanceCancelled";
 }
 
 /// Event reasons.

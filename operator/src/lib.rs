@@ -11,6 +11,7 @@ pub mod error;
 pub mod factory;
 pub mod http;
 pub mod leader;
+pub mod maintenance;
 pub mod metrics;
 pub mod nodes;
 pub mod owners;
@@ -45,6 +46,8 @@ pub struct Settings {
     pub debounce: Duration,
     /// This instance's name in Events.
     pub reporter: String,
+    /// How often a running Maintenance looks at its Nodes again.
+    pub maintenance_poll: Duration,
 }
 
 impl Default for Settings {
@@ -56,6 +59,7 @@ impl Default for Settings {
             node_concurrency: 16,
             debounce: Duration::from_millis(200),
             reporter: "fabbrica-operator".into(),
+            maintenance_poll: Duration::from_secs(5),
         }
     }
 }
@@ -105,10 +109,19 @@ pub async fn run(
         &settings,
         shutdown.clone(),
     );
+    let maintenance = maintenance::run(
+        Arc::new(maintenance::Context::new(
+            client.clone(),
+            &settings,
+            metrics.clone(),
+            clock.clone(),
+        )),
+        shutdown.clone(),
+    );
     let ctx = Arc::new(factory::Context::new(
         client, settings, metrics, index, clock,
     ));
-    futures::join!(factory::run(ctx, triggers, shutdown), tenancy);
+    futures::join!(factory::run(ctx, triggers, shutdown), tenancy, maintenance);
     readiness.set(false);
     for watch in watches {
         watch.abort();

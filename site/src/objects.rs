@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use fabbrica_crds::v1alpha1::{
     Fabric, FabricPartition, FabricType, Factory, FactorySpec, GpuPool, GpuQuota, HomeVolume,
-    IdleCulling, JupyterEnvironment, JupyterEnvironmentSpec, LinkSpeed, Maintenance,
+    IdleCulling, JupyterEnvironment, JupyterEnvironmentSpec, LinkSpeed, MaintenancePolicy,
     NotebookResources, PartitionKeyRange, PoolTaint, StorageMount, StorageRole, TaintEffect,
     Tenant, Topology, TopologySource, Workspace, WorkspaceSpec,
 };
@@ -117,7 +117,7 @@ pub fn build(site: &ValidBlueprint<'_>, plan: &Plan) -> SiteObjects {
                     effect: TaintEffect::NoSchedule,
                 }],
                 // One rack's worth of nodes at a time, at least one.
-                maintenance: Some(Maintenance {
+                maintenance: Some(MaintenancePolicy {
                     max_unavailable: IntOrString::Int(plan.rack_layout.nodes_per_rack.max(1) as i32),
                 }),
             }],

@@ -27,8 +27,10 @@ const OVERLAY: &str = "staging";
 const UNAUDITED: [(&str, &str, &str); 1] = [("bind", "rbac.authorization.k8s.io", "clusterroles")];
 /// Granted for paths this run does not take: deleting a child that a spec change no longer
 /// declares (the controllers' generic orphan cleanup; the run drops a storage tier, which
-/// exercises it for StorageClasses), and kube's event recorder patching an Event that repeats.
-const NOT_EXERCISED: [(&str, &str, &str); 13] = [
+/// exercises it for StorageClasses), kube's event recorder patching an Event that repeats, and
+/// a Maintenance's finalizer, status, Pod lists and evictions (this run declares no Maintenance;
+/// tests/tests/maintenance.rs does).
+const NOT_EXERCISED: [(&str, &str, &str); 19] = [
     (
         "delete",
         "k8s.cni.cncf.io",
@@ -46,6 +48,12 @@ const NOT_EXERCISED: [(&str, &str, &str); 13] = [
     ("delete", "networking.k8s.io", "networkpolicies"),
     ("delete", "rbac.authorization.k8s.io", "rolebindings"),
     ("patch", "events.k8s.io", "events"),
+    ("patch", "fabbrica.io", "maintenances"),
+    ("patch", "fabbrica.io", "maintenances/status"),
+    ("list", "", "pods"),
+    ("create", "", "pods/eviction"),
+    ("list", "policy", "poddisruptionbudgets"),
+    ("patch", "fabbrica.io", "jupyterenvironments"),
 ];
 
 /// Whether the API server refused a request (403 Forbidden).

@@ -1,5 +1,6 @@
 //! `fabbrica status`: a factory at a glance, read from a live cluster: pools with GPUs ready of
-//! expected, storage tiers, workspaces with their quota used of granted, and their notebooks.
+//! expected, storage tiers, workspaces with their quota used of granted, their notebooks, and
+//! the maintenance under way.
 //! `-o json` is a stable interface for pipelines.
 
 use std::fmt::Write;
@@ -8,7 +9,9 @@ use std::process::ExitCode;
 use anyhow::Context;
 use fabbrica_crds::capacity::{gpus_expected, gpus_granted, physical_gpus};
 use fabbrica_crds::names::storage_class_name;
-use fabbrica_crds::v1alpha1::{Factory, JupyterEnvironment, QuotaUsage, Workspace, condition};
+use fabbrica_crds::v1alpha1::{
+    Factory, JupyterEnvironment, Maintenance, QuotaUsage, Workspace, condition,
+};
 use kube::api::{Api, ListParams};
 use kube::{Client, ResourceExt};
 use serde::Serialize;
@@ -49,6 +52,29 @@ pub struct FactoryReport {
     pub pools: Vec<PoolReport>,
     pub tiers: Vec<TierReport>,
     pub workspaces: Vec<WorkspaceReport>,
+    /// Maintenance under way on the Factory's Nodes (not finished ones).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub maintenances: Vec<MaintenanceReport>,
+}
+
+/// One Maintenance under way.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MaintenanceReport {
+    pub name: String,
+    /// `drain`, `agentSignal` or `reboot`.
+    pub action: String,
+    /// `Pending`, `Running`, `Paused`, `Invalid`, or `Unknown` before the operator reported.
+    pub phase: String,
+    /// The wave being worked on (from 0), if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub current_wave: Option<u32>,
+    pub waves: u32,
+    pub nodes_done: u32,
+    pub nodes_failed: u32,
+    pub nodes_total: u32,
+    /// What holds it, or what it does now.
+    pub message: String,
 }
 
 /// One GPU pool.
@@ -200,6 +226,7 @@ fn factory_report(
         pools,
         tiers,
         workspaces,
+        maintenances: Vec::new(),
         name,
     }
 }
@@ -233,6 +260,39 @@ fn workspace_report(ws: &Workspace, environments: &[JupyterEnvironment]) -> Work
                 }
             })
             .collect(),
+    }
+}
+
+/// Adds to each Factory of `report` the Maintenances of its Nodes that are not finished.
+pub fn add_maintenances(report: &mut Report, maintenances: &[Maintenance]) {
+    const FINISHED: [&str; 3] = ["Succeeded", "Failed", "Cancelled"];
+    for factory in &mut report.factories {
+        let mut running: Vec<&Maintenance> = maintenances
+            .iter()
+            .filter(|m| m.spec.factory == factory.name)
+            .filter(|m| {
+                let phase = m.status.as_ref().and_then(|s| s.phase.as_deref());
+                !phase.is_some_and(|p| FINISHED.contains(&p))
+            })
+            .collect();
+        running.sort_by_key(|m| m.name_any());
+        factory.maintenances = running
+            .into_iter()
+            .map(|m| {
+                let status = m.status.clone().unwrap_or_default();
+                MaintenanceReport {
+                    name: m.name_any(),
+                    action: m.spec.action.type_.as_str().to_owned(),
+                    phase: status.phase.unwrap_or_else(|| UNKNOWN.to_owned()),
+                    current_wave: status.current_wave,
+                    waves: status.waves.len() as u32,
+                    nodes_done: status.nodes_done,
+                    nodes_failed: status.nodes_failed,
+                    nodes_total: status.nodes_total,
+                    message: status.message.unwrap_or_default(),
+                }
+            })
+            .collect();
     }
 }
 
@@ -356,13 +416,53 @@ pub fn text(report: &Report) -> String {
             ],
             &environments,
         );
+        if !f.maintenances.is_empty() {
+            let maintenances: Vec<Vec<String>> = f
+                .maintenances
+                .iter()
+                .map(|m| {
+                    vec![
+                        m.name.clone(),
+                        m.action.clone(),
+                        m.phase.clone(),
+                        match m.current_wave {
+                            Some(wave) => format!("{}/{}", wave + 1, m.waves),
+                            None => "-".to_owned(),
+                        },
+                        format!("{}/{}", m.nodes_done, m.nodes_total),
+                        m.nodes_failed.to_string(),
+                        m.message.clone(),
+                    ]
+                })
+                .collect();
+            table(
+                &mut out,
+                "Maintenance",
+                &[
+                    "MAINTENANCE",
+                    "ACTION",
+                    "PHASE",
+                    "WAVE",
+                    "NODES DONE",
+                    "FAILED",
+                    "STATUS",
+                ],
+                &maintenances,
+            );
+        }
     }
     out
 }
 
-async fn fetch(
-    only: Option<&str>,
-) -> anyhow::Result<(Vec<Factory>, Vec<Workspace>, Vec<JupyterEnvironment>)> {
+/// Everything `status` reads of a cluster.
+type Fetched = (
+    Vec<Factory>,
+    Vec<Workspace>,
+    Vec<JupyterEnvironment>,
+    Vec<Maintenance>,
+);
+
+async fn fetch(only: Option<&str>) -> anyhow::Result<Fetched> {
     let client = Client::try_default()
         .await
         .context("no cluster: set KUBECONFIG or a current kubeconfig context")?;
@@ -388,12 +488,18 @@ async fn fetch(
         .await
         .context("listing Workspaces")?
         .items;
-    let environments = Api::<JupyterEnvironment>::all(client)
+    let environments = Api::<JupyterEnvironment>::all(client.clone())
         .list(&params)
         .await
         .context("listing JupyterEnvironments")?
         .items;
-    Ok((factories, workspaces, environments))
+    // A cluster with the CRDs of an older release serves no Maintenances: none are under way.
+    let maintenances = match Api::<Maintenance>::all(client).list(&params).await {
+        Ok(list) => list.items,
+        Err(kube::Error::Api(status)) if status.code == 404 => Vec::new(),
+        Err(err) => return Err(err).context("listing Maintenances"),
+    };
+    Ok((factories, workspaces, environments, maintenances))
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
@@ -401,8 +507,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         .enable_all()
         .build()?;
     let only = args.factory.as_deref();
-    let (factories, workspaces, environments) = runtime.block_on(fetch(only))?;
-    let report = report(&factories, &workspaces, &environments, only);
+    let (factories, workspaces, environments, maintenances) = runtime.block_on(fetch(only))?;
+    let mut report = report(&factories, &workspaces, &environments, only);
+    add_maintenances(&mut report, &maintenances);
     emit(args.output, &report, text)?;
     Ok(ExitCode::SUCCESS)
 }
@@ -522,6 +629,63 @@ environments:
             "environments outside the workspace's namespace are not its own"
         );
         assert_eq!(cluster_report(None).factories.len(), 2);
+    }
+
+    const MAINTENANCES: &str = r#"
+- apiVersion: fabbrica.io/v1alpha1
+  kind: Maintenance
+  metadata: {name: driver-550}
+  spec: {factory: it4lia, pools: [training], action: {type: agentSignal}}
+  status:
+    phase: Running
+    message: "Node n03: eviction of Pod ws-aurora/giulia-0 refused: Cannot evict pod as it would violate the pod's disruption budget."
+    currentWave: 1
+    nodesTotal: 4
+    nodesDone: 2
+    nodesFailed: 0
+    waves:
+      - {index: 0, domains: [su01-lg0], phase: Complete, nodes: 2}
+      - {index: 1, domains: [su01-lg1], phase: Running, nodes: 2}
+- apiVersion: fabbrica.io/v1alpha1
+  kind: Maintenance
+  metadata: {name: done-last-week}
+  spec: {factory: it4lia, action: {type: reboot}}
+  status: {phase: Succeeded, nodesTotal: 6, nodesDone: 6}
+- apiVersion: fabbrica.io/v1alpha1
+  kind: Maintenance
+  metadata: {name: elsewhere}
+  spec: {factory: other, action: {type: drain}}
+"#;
+
+    #[test]
+    fn maintenance_under_way_is_shown_with_its_factory_and_finished_ones_are_not() {
+        let maintenances: Vec<Maintenance> =
+            serde_saphyr::from_str(MAINTENANCES).expect("fixture parses");
+        let mut report = cluster_report(None);
+        add_maintenances(&mut report, &maintenances);
+        let names = |i: usize| -> Vec<String> {
+            report.factories[i]
+                .maintenances
+                .iter()
+                .map(|m| m.name.clone())
+                .collect()
+        };
+        assert_eq!(names(0), ["driver-550"]);
+        assert_eq!(names(1), ["elsewhere"]);
+        let shown = &report.factories[0].maintenances[0];
+        assert_eq!(
+            (shown.nodes_done, shown.nodes_total, shown.waves),
+            (2, 4, 2)
+        );
+        assert_eq!(report.factories[1].maintenances[0].phase, "Unknown");
+        let text = text(&report);
+        assert!(
+            text.contains("driver-550")
+                && text.contains("2/2")
+                && text.contains("disruption budget"),
+            "{text}"
+        );
+        insta::assert_snapshot!(text);
     }
 
     #[test]

@@ -125,7 +125,7 @@ pub struct GpuPool {
     pub taints: Vec<PoolTaint>,
     /// Maintenance policy for the pool's Nodes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub maintenance: Option<Maintenance>,
+    pub maintenance: Option<MaintenancePolicy>,
 }
 
 /// GPU sharing, following the NVIDIA GPU Operator's conventions. Set `mig` or `timeSlicing`, not both.
@@ -210,7 +210,7 @@ impl TaintEffect {
     "message": "neither a node count nor a percentage; valid: an integer or \"0%\" to \"100%\"",
     "fieldPath": ".maxUnavailable",
 }]))]
-pub struct Maintenance {
+pub struct MaintenancePolicy {
     /// A node count (`2`) or a percentage of the pool (`"10%"`).
     #[schemars(extend("maxLength" = 4))]
     pub max_unavailable: IntOrString,

@@ -3,11 +3,12 @@
 //! files are checked the same way without a cluster.
 //! Pure: every problem is returned at once, each with its field path.
 //!
-//! One module per kind ([`factory`], [`workspace`], [`jupyter`]); the problem type and the
+//! One module per kind ([`factory`], [`workspace`], [`jupyter`], [`maintenance`]); the problem type and the
 //! checks they share are here.
 
 mod factory;
 mod jupyter;
+mod maintenance;
 mod workspace;
 
 use std::collections::BTreeMap;
@@ -19,6 +20,7 @@ use crate::quantity;
 
 pub use self::factory::validate_factory;
 pub use self::jupyter::validate_jupyter;
+pub use self::maintenance::{max_unavailable, validate_maintenance};
 pub use self::workspace::validate_workspace;
 // The capacity contracts the rules use, under the paths they always had.
 pub use crate::capacity::{gpus_per_node, pool_capacity, units_per_gpu};

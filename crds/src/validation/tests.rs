@@ -236,7 +236,7 @@ fn notebook_profile_on_a_missing_pool() {
 #[test]
 fn bad_maintenance_percentage() {
     let mut f = factory();
-    f.gpu_pools[0].maintenance = Some(crate::v1alpha1::Maintenance {
+    f.gpu_pools[0].maintenance = Some(crate::v1alpha1::MaintenancePolicy {
         max_unavailable: IntOrString::String("150%".into()),
     });
     only(

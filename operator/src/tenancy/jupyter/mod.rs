@@ -101,7 +101,8 @@ async fn write_status(
         ctx.kit.client.clone(),
         &env.namespace().unwrap_or_default(),
     );
-    Ok(patch_status(&ctx.kit, &api, env, env.status.as_ref(), status).await?)
+    let status = status::with_eviction_notice(status.clone(), env, &ctx.kit.clock.now());
+    Ok(patch_status(&ctx.kit, &api, env, env.status.as_ref(), &status).await?)
 }
 
 #[instrument(skip(env, ctx), fields(environment = %env.name_any(), namespace = env.namespace(), generation = env.meta().generation))]

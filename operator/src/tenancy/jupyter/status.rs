@@ -1,6 +1,6 @@
 //! The JupyterEnvironment's status. Pure.
 
-use fabbrica_crds::v1alpha1::JupyterEnvironmentStatus;
+use fabbrica_crds::v1alpha1::{JupyterEnvironment, JupyterEnvironmentStatus};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 use super::build::url;
@@ -105,4 +105,66 @@ pub fn refused_status(
     ];
     merge_front(&mut status.conditions, changed);
     status
+}
+
+/// `status` with the condition `EvictionNotice` while a Maintenance's notice is on the
+/// environment (annotation `fabbrica.io/eviction-notice`), without it otherwise.
+pub fn with_eviction_notice(
+    mut status: JupyterEnvironmentStatus,
+    env: &JupyterEnvironment,
+    now: &Time,
+) -> JupyterEnvironmentStatus {
+    use kube::ResourceExt;
+    status
+        .conditions
+        .retain(|c| c.type_ != types::EVICTION_NOTICE);
+    if let Some(notice) = env
+        .annotations()
+        .get(fabbrica_crds::labels::EVICTION_NOTICE)
+    {
+        let notice = condition(
+            types::EVICTION_NOTICE,
+            true,
+            reasons::NODE_MAINTENANCE,
+            notice.clone(),
+            status.observed_generation,
+            now,
+        );
+        let previous = env.status.as_ref().map_or(&[][..], |p| &p.conditions);
+        status.conditions.extend(settle(vec![notice], previous));
+    }
+    status
+}
+
+#[cfg(test)]
+mod notice_tests {
+    use k8s_openapi::jiff::Timestamp;
+
+    use super::*;
+
+    #[test]
+    fn a_maintenance_notice_shows_as_a_condition_while_it_is_there() {
+        let now = Time(Timestamp::from_second(1_000).unwrap());
+        let mut env: JupyterEnvironment = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "giulia", "namespace": "ws", "annotations": {
+                "fabbrica.io/eviction-notice": "Node n1 is taken out of service by Maintenance m"}},
+            "spec": {"image": "pytorch", "profile": {"pool": "nb", "gpus": 1, "cpu": "1", "memory": "1Gi"},
+                "home": {"tier": "project", "size": "1Gi"}},
+        }))
+        .unwrap();
+        let status = with_eviction_notice(JupyterEnvironmentStatus::default(), &env, &now);
+        let notice = &status.conditions[0];
+        assert_eq!(
+            (notice.type_.as_str(), notice.status.as_str()),
+            ("EvictionNotice", "True")
+        );
+        assert!(notice.message.contains("Maintenance m"));
+        env.metadata.annotations = None;
+        env.status = Some(status.clone());
+        assert!(
+            with_eviction_notice(status, &env, &now)
+                .conditions
+                .is_empty()
+        );
+    }
 }
