@@ -27,8 +27,32 @@ const OVERLAY: &str = "staging";
 const UNAUDITED: [(&str, &str, &str); 1] = [("bind", "rbac.authorization.k8s.io", "clusterroles")];
 /// Granted for paths this run does not take: deleting a child that a spec change no longer
 /// declares (the controllers' generic orphan cleanup; the run drops a storage tier, which
-/// exercises it for StorageClasses), and kube's event recorder patching an Event that repeats.
-const NOT_EXERCISED: [(&str, &str, &str); 13] = [
+/// exercises it for StorageClasses), and kube's event recorder patching an Event that repeats;
+/// deleting the GPU Pods a deleting workspace still has (its notebooks' Pods are gone first), and
+/// writing the accounting admission policy, which the other tests' operators on this control plane
+/// may have applied already.
+const NOT_EXERCISED: [(&str, &str, &str); 18] = [
+    ("delete", "", "pods"),
+    (
+        "create",
+        "admissionregistration.k8s.io",
+        "mutatingadmissionpolicies",
+    ),
+    (
+        "patch",
+        "admissionregistration.k8s.io",
+        "mutatingadmissionpolicies",
+    ),
+    (
+        "create",
+        "admissionregistration.k8s.io",
+        "mutatingadmissionpolicybindings",
+    ),
+    (
+        "patch",
+        "admissionregistration.k8s.io",
+        "mutatingadmissionpolicybindings",
+    ),
     (
         "delete",
         "k8s.cni.cncf.io",

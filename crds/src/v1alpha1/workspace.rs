@@ -30,6 +30,17 @@ use super::factory::{DNS_LABEL, PARTITION_KEY};
         json_path = ".status.gpusGranted"
     ),
     printcolumn(
+        name = "GPU-h-Used",
+        type_ = "number",
+        json_path = ".status.allocation.usedGpuHours"
+    ),
+    printcolumn(
+        name = "GPU-h-Granted",
+        type_ = "number",
+        json_path = ".status.allocation.grantedGpuHours"
+    ),
+    printcolumn(name = "Ends", type_ = "string", json_path = ".spec.allocation.end"),
+    printcolumn(
         name = "Ready",
         type_ = "string",
         json_path = r#".status.conditions[?(@.type=="Ready")].status"#
@@ -64,6 +75,10 @@ pub struct WorkspaceSpec {
     /// The tenant's partition of the compute fabric; none means the default partition.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fabric_partition: Option<FabricPartition>,
+    /// GPU-hours granted for a period under one of the site's access modes; without one the
+    /// workspace's GPU use is metered but not limited in time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allocation: Option<super::Allocation>,
 }
 
 /// The tenant behind a workspace.
@@ -181,6 +196,9 @@ pub struct WorkspaceStatus {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["resource"]))]
     pub quota: Vec<QuotaUsage>,
+    /// GPU-hours used (metered from the namespace's Pods) and granted, and the allocation's state.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allocation: Option<super::AllocationStatus>,
 }
 
 /// Use of one quota'd resource.

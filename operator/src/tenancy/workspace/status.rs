@@ -139,6 +139,8 @@ pub fn build_status(
         gpus_used: used,
         gpus_granted: granted,
         quota: quota_usage,
+        // The allocation controller's, applied under its own field manager.
+        allocation: None,
     }
 }
 
