@@ -248,6 +248,11 @@ pub async fn ensure_policy(ctx: &Context) -> Result<bool> {
             Err(err) => return Err(err),
         };
         let object: DynamicObject = serde_json::from_value(object)?;
+        // The items of a list carry no apiVersion and kind; the comparison needs them.
+        let current = current.map(|mut c| {
+            c.types = object.types.clone();
+            c
+        });
         match apply_one(kit, &api, Kind::new(plural), &object, current.as_ref()).await {
             Ok(_) => {}
             Err(err) if err.api_status().is_some_and(|s| s.code == 404) => return Ok(false),
