@@ -33,6 +33,8 @@ pub enum Command {
     Blueprint(commands::blueprint::Args),
     /// Show a factory at a glance: pools, tiers, workspaces and their notebooks.
     Status(commands::status::Args),
+    /// GPU-hours used per workspace and month, from a live cluster (text, csv or json).
+    Usage(commands::usage::Args),
 }
 
 /// Runs a parsed command line; the exit code says whether the input was valid.
@@ -43,6 +45,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Plan(args) => commands::plan::run(args),
         Command::Blueprint(args) => commands::blueprint::run(args),
         Command::Status(args) => commands::status::run(args),
+        Command::Usage(args) => commands::usage::run(args),
     }
 }
 

@@ -5,6 +5,7 @@
 // kube's repeated `printcolumn(...)` attributes are not duplicates.
 #![allow(clippy::duplicated_attributes)]
 
+pub mod access_modes;
 pub mod capacity;
 pub mod catalog;
 pub mod crd;

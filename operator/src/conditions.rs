@@ -24,6 +24,9 @@ pub mod types {
     /// Workspace: Kueue's ResourceFlavors, ClusterQueue and LocalQueue are applied; informational,
     /// not part of Ready.
     pub const QUEUE_READY: &str = "QueueReady";
+    /// Workspace: its allocation is open (True) or closed: not started, used up or ended (False);
+    /// informational, not part of Ready.
+    pub const ALLOCATION: &str = "Allocation";
     /// JupyterEnvironment: the environment fits the catalog and the workspace's quota.
     pub const ADMITTED: &str = "Admitted";
     /// JupyterEnvironment: the notebook server has a ready replica.
@@ -88,6 +91,18 @@ pub mod reasons {
     pub const NOT_APPLIED: &str = "NotApplied";
     /// Workspace: it is being deleted.
     pub const DELETING: &str = "Deleting";
+    /// Workspace: no allocation; GPU use is metered, not limited.
+    pub const UNLIMITED: &str = "Unlimited";
+    /// Workspace: the allocation is open, under 80 % used.
+    pub const ALLOCATION_OPEN: &str = "AllocationOpen";
+    /// Workspace: 80 % or more of the allocation is used.
+    pub const ALLOCATION_NEARLY_USED: &str = "AllocationNearlyUsed";
+    /// Workspace: every granted GPU-hour is used.
+    pub const ALLOCATION_EXHAUSTED: &str = "AllocationExhausted";
+    /// Workspace: the allocation's start date is ahead.
+    pub const ALLOCATION_NOT_STARTED: &str = "AllocationNotStarted";
+    /// Workspace: the allocation's end date is past.
+    pub const ALLOCATION_ENDED: &str = "AllocationEnded";
     /// JupyterEnvironment: it fits the catalog and the quota.
     pub const PROFILE_ADMITTED: &str = "ProfileAdmitted";
     /// JupyterEnvironment: its profile, image or mounts break the catalog or the quota.
@@ -140,4 +155,12 @@ pub mod events {
     pub const ENVIRONMENTS_DELETED: &str = "EnvironmentsDeleted";
     /// Workspace: the namespace belongs to something else.
     pub const NAMESPACE_TAKEN: &str = "NamespaceTaken";
+    /// Workspace: 80 % of the allocation is used.
+    pub const ALLOCATION_NEARLY_USED: &str = "AllocationNearlyUsed";
+    /// Workspace: the allocation closed (used up, ended or not started); new GPU work is refused.
+    pub const ALLOCATION_CLOSED: &str = "AllocationClosed";
+    /// Workspace: the allocation opened again (budget raised or period extended).
+    pub const ALLOCATION_REOPENED: &str = "AllocationReopened";
+    /// Workspace: its notebooks were scaled to zero after the allocation closed.
+    pub const NOTEBOOKS_STOPPED: &str = "NotebooksStopped";
 }

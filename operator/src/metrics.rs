@@ -44,6 +44,8 @@ pub struct Metrics {
     duration: Family<ControllerLabels, Histogram>,
     writes: Family<WriteLabels, Counter>,
     writes_total: AtomicU64,
+    /// GPU-hours used and granted per workspace.
+    pub allocations: crate::tenancy::allocation::gauges::Gauges,
 }
 
 impl Default for Metrics {
@@ -71,7 +73,9 @@ impl Default for Metrics {
             "Writes sent to the API server, by kind and verb",
             writes.clone(),
         );
+        let allocations = crate::tenancy::allocation::gauges::Gauges::register(&mut registry);
         Self {
+            allocations,
             registry,
             reconciles,
             failures,

@@ -148,6 +148,7 @@ pub fn new_site(site: &NewSite) -> SiteBlueprint {
                     home_size: Quantity("100Gi".to_owned()),
                     mounts: BTreeMap::from([("datasets".to_owned(), "/datasets".to_owned())]),
                 }),
+                allocation: None,
             }
         })
         .collect();

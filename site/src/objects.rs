@@ -141,6 +141,7 @@ pub fn build(site: &ValidBlueprint<'_>, plan: &Plan) -> SiteObjects {
             },
             storage_tiers: spec.storage.tiers.clone(),
             notebooks: spec.notebooks.clone(),
+            access_modes: Vec::new(),
         },
     );
     let mut workspaces = Vec::new();
@@ -167,6 +168,7 @@ pub fn build(site: &ValidBlueprint<'_>, plan: &Plan) -> SiteObjects {
                     key: tenant_partition_key(i),
                 }),
                 queue: None,
+                allocation: tenant.allocation.clone(),
             },
         ));
         if let Some(nb) = &tenant.notebook {

@@ -169,6 +169,10 @@ pub struct TenantSpec {
     /// A notebook created for the tenant on day one; none when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub notebook: Option<StarterNotebook>,
+    /// GPU-hours granted for a period under one of the site's access modes (the Workspace's
+    /// `spec.allocation`); none: metered, not limited.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allocation: Option<fabbrica_crds::v1alpha1::Allocation>,
 }
 
 /// A tenant's first JupyterEnvironment.

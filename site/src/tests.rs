@@ -332,3 +332,24 @@ fn new_sites_render_objects_the_operator_accepts() {
         }
     }
 }
+
+#[test]
+fn a_tenants_allocation_is_rendered_into_its_workspace_and_checked() {
+    let mut bp = site(512, GpuSystem::DgxH100, FabricGeneration::Ndr);
+    bp.spec.tenants[0].allocation = Some(
+        serde_saphyr::from_str(
+            "{mode: fast-lane, gpuHours: 40000, start: '2026-01-01', end: '2026-03-31'}",
+        )
+        .unwrap(),
+    );
+    let valid = validate(&bp).unwrap();
+    let objects = build(&valid, &plan(&valid));
+    let ws = &objects.workspaces[0];
+    assert_eq!(ws.spec.allocation, bp.spec.tenants[0].allocation);
+    validate_workspace(&ws.spec, Some(&objects.factory.spec), &[]).unwrap();
+    // Beyond the mode's limits: the operator's rules refuse the rendered Workspace.
+    let mut over = ws.spec.clone();
+    over.allocation.as_mut().unwrap().gpu_hours = Some(60_000.0);
+    let problems = validate_workspace(&over, Some(&objects.factory.spec), &[]).unwrap_err();
+    assert_eq!(problems.0[0].path, "spec.allocation.gpuHours");
+}

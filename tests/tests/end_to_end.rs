@@ -27,10 +27,33 @@ const OVERLAY: &str = "staging";
 const UNAUDITED: [(&str, &str, &str); 1] = [("bind", "rbac.authorization.k8s.io", "clusterroles")];
 /// Granted for paths this run does not take: deleting a child that a spec change no longer
 /// declares (the controllers' generic orphan cleanup; the run drops a storage tier, which
-/// exercises it for StorageClasses), kube's event recorder patching an Event that repeats, and
+/// exercises it for StorageClasses), kube's event recorder patching an Event that repeats;
 /// a Maintenance's finalizer, status, Pod lists and evictions (this run declares no Maintenance;
-/// tests/tests/maintenance.rs does).
-const NOT_EXERCISED: [(&str, &str, &str); 19] = [
+/// tests/tests/maintenance.rs does); deleting the GPU Pods a deleting workspace still has (its
+/// notebooks' Pods are gone first), and writing the accounting admission policy, which the other
+/// tests' operators on this control plane may have applied already.
+const NOT_EXERCISED: [(&str, &str, &str); 24] = [
+    ("delete", "", "pods"),
+    (
+        "create",
+        "admissionregistration.k8s.io",
+        "mutatingadmissionpolicies",
+    ),
+    (
+        "patch",
+        "admissionregistration.k8s.io",
+        "mutatingadmissionpolicies",
+    ),
+    (
+        "create",
+        "admissionregistration.k8s.io",
+        "mutatingadmissionpolicybindings",
+    ),
+    (
+        "patch",
+        "admissionregistration.k8s.io",
+        "mutatingadmissionpolicybindings",
+    ),
     (
         "delete",
         "k8s.cni.cncf.io",

@@ -4,4 +4,5 @@ pub mod blueprint;
 pub mod crds;
 pub mod plan;
 pub mod status;
+pub mod usage;
 pub mod validate;

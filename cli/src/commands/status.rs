@@ -111,7 +111,25 @@ pub struct WorkspaceReport {
     pub gpus_granted: u64,
     /// Quota used and granted per resource, as the namespace's ResourceQuota reports it.
     pub quota: Vec<QuotaUsage>,
+    /// The GPU-hour allocation: used of granted and until when; none without one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub allocation: Option<BudgetReport>,
     pub environments: Vec<EnvironmentReport>,
+}
+
+/// A workspace's GPU-hour allocation.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BudgetReport {
+    pub mode: String,
+    /// GPU-hours used in the allocation's period, as the operator last metered them.
+    pub used_gpu_hours: f64,
+    pub granted_gpu_hours: f64,
+    pub start: String,
+    pub end: String,
+    /// `NotStarted`, `Open`, `Warning`, `Exhausted`, `Ended`, or `Unknown` before the operator
+    /// reported.
+    pub state: String,
 }
 
 /// One JupyterEnvironment.
@@ -246,6 +264,17 @@ fn workspace_report(ws: &Workspace, environments: &[JupyterEnvironment]) -> Work
         gpus_used: status.gpus_used,
         gpus_granted: gpus_granted(&ws.spec),
         quota: status.quota,
+        allocation: ws.spec.allocation.as_ref().map(|a| {
+            let metered = status.allocation.as_ref();
+            BudgetReport {
+                mode: a.mode.clone(),
+                used_gpu_hours: metered.map_or(0.0, |m| m.used_gpu_hours),
+                granted_gpu_hours: a.granted_gpu_hours(),
+                start: a.start.clone(),
+                end: a.end.clone(),
+                state: metered.map_or_else(|| UNKNOWN.to_owned(), |m| m.state.as_str().to_owned()),
+            }
+        }),
         environments: notebooks
             .into_iter()
             .map(|env| {
@@ -368,6 +397,15 @@ pub fn text(report: &Report) -> String {
                     } else {
                         storage.join(", ")
                     },
+                    w.allocation.as_ref().map_or_else(
+                        || "-".to_owned(),
+                        |a| {
+                            format!(
+                                "{}/{} to {} ({})",
+                                a.used_gpu_hours, a.granted_gpu_hours, a.end, a.state
+                            )
+                        },
+                    ),
                     w.ready.clone(),
                 ]
             })
@@ -381,6 +419,7 @@ pub fn text(report: &Report) -> String {
                 "NAMESPACE",
                 "GPUS USED",
                 "STORAGE USED",
+                "GPU-HOURS USED",
                 "READY",
             ],
             &workspaces,
@@ -564,11 +603,13 @@ workspaces:
       namespace: ws-aurora
       gpuQuota: [{pool: interactive, gpus: 4}, {pool: training, gpus: 8}]
       storageQuota: [{tier: project, capacity: 50Ti}]
+      allocation: {mode: fast-lane, gpuHours: 20000, start: "2025-01-01", end: "2025-03-31"}
     status:
       conditions:
         - {type: Ready, status: "True", reason: AllReady, message: "", lastTransitionTime: "2025-01-01T00:00:00Z"}
       gpusUsed: 1
       gpusGranted: 12
+      allocation: {state: Open, usedGpuHours: 1250.5, usedGpuSeconds: 4501800, runningGpus: 1}
       quota:
         - {resource: requests.nvidia.com/gpu, used: "1", granted: "12"}
         - {resource: it4lia-project.storageclass.storage.k8s.io/requests.storage, used: 100Gi, granted: 50Ti}

@@ -69,6 +69,13 @@ pub struct FactorySpec {
     /// Notebook images and profiles that tenants may choose for JupyterEnvironments.
     #[serde(default)]
     pub notebooks: NotebookCatalog,
+    /// Access modes under which this site grants GPU-hour allocations (`spec.allocation.mode`
+    /// of its workspaces); none means the EuroHPC modes of fabbrica's catalog (`playground`,
+    /// `fast-lane`, `large-scale`, `science`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 32))]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["id"]))]
+    pub access_modes: Vec<super::AccessMode>,
 }
 
 /// Where the factory is and which kind of site it is.

@@ -30,6 +30,17 @@ use super::factory::{DNS_LABEL, PARTITION_KEY};
         json_path = ".status.gpusGranted"
     ),
     printcolumn(
+        name = "GPU-h-Used",
+        type_ = "number",
+        json_path = ".status.allocation.usedGpuHours"
+    ),
+    printcolumn(
+        name = "GPU-h-Granted",
+        type_ = "number",
+        json_path = ".status.allocation.grantedGpuHours"
+    ),
+    printcolumn(name = "Ends", type_ = "string", json_path = ".spec.allocation.end"),
+    printcolumn(
         name = "Ready",
         type_ = "string",
         json_path = r#".status.conditions[?(@.type=="Ready")].status"#
@@ -69,6 +80,10 @@ pub struct WorkspaceSpec {
     /// and what it may preempt. Borrowing and lending are per pool, in `gpuQuota`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub queue: Option<QueuePolicy>,
+    /// GPU-hours granted for a period under one of the site's access modes; without one the
+    /// workspace's GPU use is metered but not limited in time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allocation: Option<super::Allocation>,
 }
 
 /// The tenant behind a workspace.
@@ -281,6 +296,9 @@ pub struct WorkspaceStatus {
     /// without Kueue.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub queue: Option<QueueStatus>,
+    /// GPU-hours used (metered from the namespace's Pods) and granted, and the allocation's state.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allocation: Option<super::AllocationStatus>,
 }
 
 /// Workloads and GPUs of a workspace's queue, as Kueue reports them.

@@ -6,6 +6,7 @@
 //! One module per kind ([`factory`], [`workspace`], [`jupyter`], [`maintenance`]); the problem type and the
 //! checks they share are here.
 
+mod allocation;
 mod factory;
 mod jupyter;
 mod maintenance;

@@ -486,3 +486,120 @@ fn capacity_that_is_not_a_quantity() {
         "not a quantity",
     );
 }
+
+fn with_allocation(allocation: &str) -> WorkspaceSpec {
+    let mut ws = workspace();
+    ws.allocation = Some(serde_saphyr::from_str(allocation).unwrap());
+    ws
+}
+
+#[test]
+fn an_allocation_within_its_modes_limits_is_valid() {
+    for allocation in [
+        "{mode: fast-lane, gpuHours: 50000, start: '2026-01-01', end: '2026-03-31'}",
+        "{mode: playground, gpuHours: 10, start: '2026-01-15', end: '2026-02-14'}",
+        "{mode: large-scale, gpuHours: 200000, start: '2026-01-01', end: '2026-12-31'}",
+        "{mode: science, pools: [{pool: train, gpuHours: 9000}, {pool: nb, gpuHours: 1000}], start: '2026-07-01', end: '2026-12-31'}",
+    ] {
+        let ws = with_allocation(allocation);
+        assert_eq!(
+            validate_workspace(&ws, Some(&factory()), &[]),
+            Ok(()),
+            "{allocation}"
+        );
+    }
+}
+
+#[test]
+fn gpu_hours_beyond_the_mode_are_refused_with_the_valid_range() {
+    let ws = with_allocation(
+        "{mode: fast-lane, gpuHours: 60000, start: '2026-01-01', end: '2026-03-31'}",
+    );
+    only(
+        validate_workspace(&ws, Some(&factory()), &[]),
+        "spec.allocation.gpuHours",
+        "valid: 0 to 50000 GPU-hours",
+    );
+    let ws = with_allocation(
+        "{mode: large-scale, gpuHours: 50000, start: '2026-01-01', end: '2026-03-31'}",
+    );
+    only(
+        validate_workspace(&ws, Some(&factory()), &[]),
+        "spec.allocation.gpuHours",
+        "valid: over 50000 GPU-hours",
+    );
+}
+
+#[test]
+fn a_length_outside_the_mode_is_refused_with_the_valid_end_dates() {
+    let ws =
+        with_allocation("{mode: fast-lane, gpuHours: 100, start: '2026-01-01', end: '2026-06-30'}");
+    only(
+        validate_workspace(&ws, Some(&factory()), &[]),
+        "spec.allocation.end",
+        "valid ends: 2026-01-31 to 2026-03-31",
+    );
+    let ws = with_allocation(
+        "{mode: large-scale, gpuHours: 60000, start: '2026-01-01', end: '2026-05-31'}",
+    );
+    only(
+        validate_workspace(&ws, Some(&factory()), &[]),
+        "spec.allocation.end",
+        "2026-03-31 (3 months), 2026-06-30 (6 months), 2026-12-31 (12 months)",
+    );
+}
+
+#[test]
+fn unknown_modes_and_pools_and_bad_dates_name_their_fields() {
+    let ws = with_allocation("{mode: gold, gpuHours: 1, start: '2026-01-01', end: '2026-01-31'}");
+    only(
+        validate_workspace(&ws, Some(&factory()), &[]),
+        "spec.allocation.mode",
+        "valid: playground, fast-lane, large-scale, science",
+    );
+    let ws = with_allocation(
+        "{mode: science, pools: [{pool: gpu, gpuHours: 1}], start: '2026-01-01', end: '2026-06-30'}",
+    );
+    only(
+        validate_workspace(&ws, Some(&factory()), &[]),
+        "spec.allocation.pools[0].pool",
+        "valid: train, nb",
+    );
+    let ws =
+        with_allocation("{mode: playground, gpuHours: 1, start: '2026-02-30', end: '2026-01-01'}");
+    assert_eq!(
+        paths(validate_workspace(&ws, Some(&factory()), &[])),
+        ["spec.allocation.start"]
+    );
+    let ws =
+        with_allocation("{mode: playground, gpuHours: 1, start: '2026-03-01', end: '2026-01-01'}");
+    only(
+        validate_workspace(&ws, Some(&factory()), &[]),
+        "spec.allocation.end",
+        "before the start",
+    );
+    let ws = with_allocation("{mode: playground, start: '2026-01-01', end: '2026-01-31'}");
+    only(
+        validate_workspace(&ws, Some(&factory()), &[]),
+        "spec.allocation.gpuHours",
+        "either gpuHours",
+    );
+}
+
+#[test]
+fn a_factory_lists_its_own_access_modes() {
+    let mut factory = factory();
+    factory.access_modes =
+        serde_saphyr::from_str("[{id: pilot, gpuHours: {max: 100}, months: {allowed: [1]}}]")
+            .unwrap();
+    let ws =
+        with_allocation("{mode: pilot, gpuHours: 100, start: '2026-01-01', end: '2026-01-31'}");
+    assert_eq!(validate_workspace(&ws, Some(&factory), &[]), Ok(()));
+    let ws =
+        with_allocation("{mode: fast-lane, gpuHours: 100, start: '2026-01-01', end: '2026-01-31'}");
+    only(
+        validate_workspace(&ws, Some(&factory), &[]),
+        "spec.allocation.mode",
+        "valid: pilot",
+    );
+}

@@ -86,6 +86,9 @@ pub fn validate_workspace(
             }
         }
     }
+    if let Some(allocation) = &spec.allocation {
+        super::allocation::check_allocation(allocation, &spec.factory, factory, &mut p);
+    }
     if let Some(factory) = factory {
         let pools: BTreeMap<_, _> = factory
             .gpu_pools

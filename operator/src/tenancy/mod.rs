@@ -7,6 +7,7 @@
 //! functions) -> apply (server-side apply, orphans deleted) -> status (written only when changed),
 //! with the writes, the status patch, Events and the run loop of [`crate::reconcile`].
 
+pub mod allocation;
 pub mod error;
 #[cfg(test)]
 mod fixtures;
@@ -137,9 +138,11 @@ pub fn run(
 ) -> impl std::future::Future<Output = ()> + Send + 'static {
     let reporter = settings.reporter.clone();
     let factory_selector = settings.factory_selector.clone();
+    let ledgers = settings.namespace.clone();
     async move {
         let shutdown = shutdown.shared();
         let identity = own_identity(&client).await;
+        let allocations = allocation::controller(client.clone());
         let workspaces = workspace::controller(client.clone());
         let ctx = Arc::new(Context::new(
             client,
@@ -151,9 +154,14 @@ pub fn run(
             identity,
         ));
         let environments = jupyter::controller(&ctx);
+        let allocation_ctx = Arc::new(allocation::Context {
+            tenancy: ctx.clone(),
+            namespace: ledgers,
+        });
         futures::join!(
             workspace::run(workspaces, ctx.clone(), shutdown.clone()),
-            jupyter::run(environments, ctx, shutdown),
+            jupyter::run(environments, ctx, shutdown.clone()),
+            allocation::run(allocations, allocation_ctx, shutdown),
         );
     }
 }

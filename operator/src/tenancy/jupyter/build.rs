@@ -368,7 +368,8 @@ pub fn build_stateful_set(env: &ValidatedEnvironment) -> StatefulSet {
     StatefulSet {
         metadata: meta(env, env.name.clone(), true),
         spec: Some(StatefulSetSpec {
-            replicas: Some(1),
+            // Zero while the workspace's allocation is closed (used up or over).
+            replicas: Some(if env.stopped { 0 } else { 1 }),
             service_name: Some(env.name.clone()),
             selector: LabelSelector {
                 match_labels: Some(selector_labels(env)),

@@ -29,6 +29,8 @@ pub struct ValidatedEnvironment {
     pub pool: GpuPool,
     /// The Factory's storage tiers.
     pub tiers: Vec<StorageTier>,
+    /// Whether the workspace's allocation is closed and its notebooks stopped (scaled to zero).
+    pub stopped: bool,
 }
 
 /// Validates `environment` against its workspace and factory; the problems carry field paths.
@@ -76,5 +78,10 @@ pub fn validate(
         image: image.image.clone(),
         pool: pool.clone(),
         tiers: factory.spec.storage_tiers.clone(),
+        stopped: workspace
+            .status
+            .as_ref()
+            .and_then(|s| s.allocation.as_ref())
+            .is_some_and(|a| a.notebooks_stopped),
     })
 }

@@ -147,7 +147,14 @@ async fn write_status(
     status: &WorkspaceStatus,
 ) -> Result<bool> {
     let api = Api::<Workspace>::all(ctx.kit.client.clone());
-    Ok(patch_status(&ctx.kit, &api, workspace, workspace.status.as_ref(), status).await?)
+    // `status.allocation` and the Allocation condition are the allocation controller's, under
+    // its own field manager: neither compared nor sent here.
+    let stored = workspace
+        .status
+        .as_ref()
+        .map(super::allocation::without_allocation);
+    let status = super::allocation::without_allocation(status);
+    Ok(patch_status(&ctx.kit, &api, workspace, stored.as_ref(), &status).await?)
 }
 
 async fn reconcile_workspace(

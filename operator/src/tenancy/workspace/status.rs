@@ -222,6 +222,8 @@ pub fn build_status(
             .cluster_queue
             .as_ref()
             .map(|cq| queue_status(ws, cq)),
+        // The allocation controller's, applied under its own field manager.
+        allocation: None,
     }
 }
 
