@@ -221,7 +221,10 @@ pub fn validate(blueprint: &SiteBlueprint) -> Result<ValidBlueprint<'_>, Problem
                 switch.ports,
                 fabric.blocking_factor,
             ) {
-                Ok(sized) => tree = Some(sized),
+                Ok(sized) => match crate::sizing::support_fabrics_fit(system, nodes) {
+                    Ok(()) => tree = Some(sized),
+                    Err(message) => push(&mut p, "spec.compute.gpus", message),
+                },
                 Err(too_large) => {
                     let max_gpus = too_large.max_nodes * u64::from(system.gpus_per_node);
                     push(
