@@ -5,26 +5,50 @@
 
 use std::path::Path;
 
-use anyhow::Context;
 use fabbrica_site::{self as site, Plan, SiteBlueprint, ValidBlueprint};
 
-/// Reads a blueprint file.
+use crate::documents::{self, Loaded, Object};
+
+/// Reads a blueprint file: one document of kind `SiteBlueprint`, every problem named with
+/// its field path, as `validate` names it.
 pub fn load(path: &Path) -> anyhow::Result<SiteBlueprint> {
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    parse(&text).with_context(|| format!("{} is not a site blueprint", path.display()))
+    one_blueprint(documents::load_file(path), &path.display().to_string())
 }
 
 /// Parses a blueprint; a field no part of it reads is an error that names the valid ones.
 pub fn parse(text: &str) -> anyhow::Result<SiteBlueprint> {
-    let blueprint = serde_saphyr::from_str(text)?;
-    let document: serde_json::Value = serde_saphyr::from_str(text)?;
-    let unknown = site::unknown_fields(&document);
-    if !unknown.is_empty() {
-        let lines: Vec<String> = unknown.iter().map(ToString::to_string).collect();
+    one_blueprint(documents::load_str("<input>", text), "<input>")
+}
+
+fn one_blueprint(loaded: Loaded, source: &str) -> anyhow::Result<SiteBlueprint> {
+    let Loaded {
+        mut documents,
+        problems,
+    } = loaded;
+    if documents.len() > 1 {
+        anyhow::bail!(
+            "{source} holds {} documents; valid: one SiteBlueprint",
+            documents.len()
+        );
+    }
+    if let Some(document) = documents.first()
+        && !document.label.starts_with(&format!("{}/", site::KIND))
+        && !document.label.starts_with("<no kind>/")
+    {
+        anyhow::bail!(
+            "{source}[0] {}: kind: not a site blueprint; valid: {}",
+            document.label,
+            site::KIND
+        );
+    }
+    if !problems.is_empty() {
+        let lines: Vec<String> = problems.iter().map(ToString::to_string).collect();
         anyhow::bail!("{}", lines.join("\n"));
     }
-    Ok(blueprint)
+    match documents.pop().and_then(|d| d.object) {
+        Some(Object::SiteBlueprint(blueprint)) => Ok(*blueprint),
+        _ => anyhow::bail!("{source}: not a site blueprint; valid: {}", site::KIND),
+    }
 }
 
 /// Validates and sizes a blueprint, or explains on stderr every problem with its field path.
@@ -41,7 +65,10 @@ pub fn plan_or_report<'a>(
             for problem in &problems.0 {
                 eprintln!("{source}: {problem}");
             }
-            eprintln!("{source}: {} problem(s); nothing sized", problems.0.len());
+            eprintln!(
+                "{source}: {}; nothing sized",
+                crate::output::count(problems.0.len(), "problem")
+            );
             None
         }
     }

@@ -4,6 +4,7 @@
 use std::path::Path;
 
 use fabbrica_crds::v1alpha1::{Factory, JupyterEnvironment, Workspace};
+use fabbrica_crds::validation::Problems;
 use fabbrica_site::SiteBlueprint;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -78,41 +79,48 @@ pub struct Loaded {
     pub problems: Vec<Located>,
 }
 
-/// Reads a file of YAML documents (JSON is YAML too).
+/// Reads a file of YAML documents (JSON is YAML too), within the bounds of [`crate::yaml`].
 pub fn load_file(path: &Path) -> Loaded {
     let file = path.display().to_string();
-    match std::fs::read_to_string(path) {
+    match crate::yaml::read_text(path) {
         Ok(text) => load_str(&file, &text),
-        Err(err) => Loaded {
+        Err(message) => Loaded {
             documents: Vec::new(),
-            problems: vec![Located {
-                file,
-                document: None,
-                object: String::new(),
-                path: String::new(),
-                message: format!("cannot read: {err}"),
-            }],
+            problems: vec![file_problem(&file, message)],
         },
+    }
+}
+
+fn file_problem(file: &str, message: String) -> Located {
+    Located {
+        file: file.to_owned(),
+        document: None,
+        object: String::new(),
+        path: String::new(),
+        message,
     }
 }
 
 /// Reads YAML documents from text; `file` names it in problems.
 pub fn load_str(file: &str, text: &str) -> Loaded {
     let mut loaded = Loaded::default();
-    let values: Vec<Value> = match serde_saphyr::from_multiple(text) {
+    let values = match crate::yaml::documents(text) {
         Ok(values) => values,
-        Err(err) => {
-            loaded.problems.push(Located {
-                file: file.to_owned(),
-                document: None,
-                object: String::new(),
-                path: String::new(),
-                message: format!("not valid YAML or JSON: {err}"),
-            });
+        Err(message) => {
+            loaded.problems.push(file_problem(
+                file,
+                format!("not valid YAML or JSON: {message}"),
+            ));
             return loaded;
         }
     };
-    for (index, value) in values.into_iter().enumerate().filter(|(_, v)| !v.is_null()) {
+    if values.is_empty() {
+        loaded.problems.push(file_problem(
+            file,
+            "holds no document; valid: one or more YAML or JSON objects".into(),
+        ));
+    }
+    for (index, value) in values.into_iter().enumerate() {
         let (document, problems) = read_document(file, index, value);
         loaded.documents.push(document);
         loaded.problems.extend(problems);
@@ -148,6 +156,16 @@ fn read_document(file: &str, index: usize, value: Value) -> (Document, Vec<Locat
         message,
     };
     let mut problems = Vec::new();
+    // The API server's rules for names, which no schema states.
+    let mut name_problems = Vec::new();
+    if kind != fabbrica_site::KIND
+        && let Err(Problems(found)) = fabbrica_crds::validation::validate_object_name(
+            &kind,
+            value.pointer("/metadata/name").and_then(Value::as_str),
+        )
+    {
+        name_problems.extend(found.into_iter().map(|p| locate(p.path, p.message)));
+    }
     let is_ours = api_version.split('/').next() == Some(fabbrica_crds::v1alpha1::GROUP);
     let object = if !is_ours {
         if kind.is_empty() || api_version.is_empty() {
@@ -203,6 +221,9 @@ fn read_document(file: &str, index: usize, value: Value) -> (Document, Vec<Locat
             }
         }
     };
+    if is_ours {
+        problems.extend(name_problems);
+    }
     (
         Document {
             file: file.to_owned(),

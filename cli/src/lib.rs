@@ -11,6 +11,7 @@ pub mod documents;
 pub mod output;
 pub mod schema;
 pub mod site_args;
+pub mod yaml;
 
 /// Infrastructure-as-code for AI Factories and Gigafactories.
 #[derive(Debug, Parser)]

@@ -79,6 +79,15 @@ pub fn table(out: &mut String, heading: &str, header: &[&str], rows: &[Vec<Strin
     out.push('\n');
 }
 
+/// `1 problem`, `2 problems`: a count with its noun, singular or plural.
+pub fn count(n: usize, noun: &str) -> String {
+    if n == 1 {
+        format!("1 {noun}")
+    } else {
+        format!("{n} {noun}s")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

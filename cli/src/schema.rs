@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 use std::sync::LazyLock;
 
+use jsonschema::error::ValidationErrorKind;
 use jsonschema::paths::LocationSegment;
 use serde_json::Value;
 
@@ -17,7 +18,10 @@ pub struct Violation {
     pub message: String,
 }
 
-static VALIDATORS: LazyLock<BTreeMap<String, jsonschema::Validator>> = LazyLock::new(|| {
+/// Per kind, the validator and the schema it was built from (which names the valid fields).
+type Schemas = BTreeMap<String, (jsonschema::Validator, Value)>;
+
+static VALIDATORS: LazyLock<Schemas> = LazyLock::new(|| {
     fabbrica_crds::crd::all()
         .into_iter()
         .filter_map(|crd| {
@@ -28,25 +32,54 @@ static VALIDATORS: LazyLock<BTreeMap<String, jsonschema::Validator>> = LazyLock:
                 .as_ref()?;
             let mut schema = serde_json::to_value(schema).ok()?;
             openapi_to_json_schema(&mut schema);
+            // The root lists only spec and status; apiVersion, kind and metadata are implied.
+            if let Some(root) = schema.as_object_mut() {
+                root.remove("additionalProperties");
+            }
             let validator = jsonschema::draft4::new(&schema)
                 .expect("generated CRD schemas are valid JSON Schema");
-            Some((crd.spec.names.kind, validator))
+            Some((crd.spec.names.kind, (validator, schema)))
         })
         .collect()
 });
 
 /// Every violation of the schema of `kind`; none for kinds without a CRD.
 pub fn check(kind: &str, document: &Value) -> Vec<Violation> {
-    let Some(validator) = VALIDATORS.get(kind) else {
+    let Some((validator, schema)) = VALIDATORS.get(kind) else {
         return Vec::new();
     };
-    validator
-        .iter_errors(document)
-        .map(|err| Violation {
-            path: field_path(err.instance_path().iter()),
-            message: err.to_string(),
-        })
-        .collect()
+    let mut violations = Vec::new();
+    for err in validator.iter_errors(document) {
+        let path = field_path(err.instance_path().iter());
+        if let ValidationErrorKind::AdditionalProperties { unexpected } = err.kind() {
+            // Where the schema's `additionalProperties: false` is, its `properties` are.
+            let at = err.schema_path().as_str();
+            let valid = schema
+                .pointer(at.strip_suffix("/additionalProperties").unwrap_or(at))
+                .and_then(|s| s.get("properties"))
+                .and_then(Value::as_object)
+                .map(|p| p.keys().cloned().collect::<Vec<_>>().join(", "))
+                .unwrap_or_default();
+            for field in unexpected {
+                violations.push(Violation {
+                    path: if path.is_empty() {
+                        field.clone()
+                    } else {
+                        format!("{path}.{field}")
+                    },
+                    message: format!(
+                        "unknown field (the API server refuses it, or drops it without strict field validation); valid: {valid}"
+                    ),
+                });
+            }
+        } else {
+            violations.push(Violation {
+                path,
+                message: err.to_string(),
+            });
+        }
+    }
+    violations
 }
 
 fn field_path<'a>(segments: impl Iterator<Item = LocationSegment<'a>>) -> String {
@@ -65,10 +98,18 @@ fn field_path<'a>(segments: impl Iterator<Item = LocationSegment<'a>>) -> String
     path
 }
 
-/// OpenAPI's `nullable: true` is JSON Schema's `type: [T, "null"]`.
+/// OpenAPI's `nullable: true` is JSON Schema's `type: [T, "null"]`; an object that lists
+/// its properties and does not preserve unknown fields has no others, as the API server's
+/// strict field validation (kubectl's default) holds.
 fn openapi_to_json_schema(schema: &mut Value) {
     match schema {
         Value::Object(map) => {
+            if map.contains_key("properties")
+                && !map.contains_key("additionalProperties")
+                && map.get("x-kubernetes-preserve-unknown-fields") != Some(&Value::Bool(true))
+            {
+                map.insert("additionalProperties".into(), Value::Bool(false));
+            }
             if map.get("nullable") == Some(&Value::Bool(true))
                 && let Some(Value::String(t)) = map.get("type").cloned()
             {

@@ -48,7 +48,7 @@ pub struct FatTree {
 }
 
 /// Why nodes do not fit a tree of three tiers.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct TooLarge {
     /// The most nodes three tiers of this switch connect with this unit size and rail count.
     pub max_nodes: u64,
@@ -69,9 +69,14 @@ impl FatTree {
         radix: u32,
         blocking: u32,
     ) -> Result<Self, TooLarge> {
-        let units = nodes.div_ceil(nodes_per_unit).max(1);
+        let units = nodes.div_ceil(nodes_per_unit.max(1)).max(1);
         let uplinks = nodes_per_unit.div_ceil(blocking.max(1));
-        let leaves = units * rails;
+        let half = radix / 2;
+        let max_nodes = u64::from(radix) * u64::from(half) / u64::from(rails.max(1))
+            * u64::from(nodes_per_unit);
+        // Beyond u32 switches the tree is far past three tiers anyway.
+        let too_large = TooLarge { max_nodes };
+        let leaves = units.checked_mul(rails).ok_or(too_large)?;
         let mut tree = Self {
             radix,
             rails,
@@ -90,7 +95,10 @@ impl FatTree {
             tree.leaf_uplinks = 0;
             return Ok(tree);
         }
-        let needed = (leaves * uplinks).div_ceil(radix);
+        let needed = leaves
+            .checked_mul(uplinks)
+            .ok_or(too_large)?
+            .div_ceil(radix.max(1));
         if let Some(spines) = divisor_at_least(uplinks, needed) {
             tree.tiers = 2;
             tree.spine_groups = 1;
@@ -98,12 +106,15 @@ impl FatTree {
             tree.leaf_spine_links = uplinks / spines;
             return Ok(tree);
         }
-        let half = radix / 2;
-        let groups = leaves.div_ceil(half);
-        let max_nodes =
-            u64::from(radix) * u64::from(half) / u64::from(rails) * u64::from(nodes_per_unit);
-        let per_plane = divisor_at_least(half, (groups * half).div_ceil(radix))
-            .ok_or(TooLarge { max_nodes })?;
+        let groups = leaves.div_ceil(half.max(1));
+        let per_plane = divisor_at_least(
+            half,
+            groups
+                .checked_mul(half)
+                .ok_or(too_large)?
+                .div_ceil(radix.max(1)),
+        )
+        .ok_or(too_large)?;
         tree.tiers = 3;
         tree.spine_groups = groups;
         tree.spines_per_group = uplinks;

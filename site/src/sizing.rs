@@ -249,6 +249,39 @@ pub fn grouped(n: u64) -> String {
     out
 }
 
+/// Whether the storage and in-band fabrics of `nodes` nodes fit three tiers of their
+/// switches; if not, which one does not and how many nodes it carries at most.
+pub(crate) fn support_fabrics_fit(system: &SystemSpec, nodes: u32) -> Result<(), String> {
+    let storage_ports = u64::from(nodes) * u64::from(system.storage_ports);
+    let storage_ports =
+        storage_ports + storage_ports.div_ceil(u64::from(NODE_PORTS_PER_STORAGE_PORT));
+    for (name, id, ports, per_node) in [
+        (
+            "storage",
+            STORAGE_SWITCH,
+            storage_ports,
+            storage_ports.div_ceil(u64::from(nodes.max(1))),
+        ),
+        ("in-band", IN_BAND_SWITCH, u64::from(nodes), 1),
+    ] {
+        let switch = switches::known(id);
+        let fits = u32::try_from(ports)
+            .ok()
+            .map(|ports| FatTree::size(ports, switch.ports / 2, 1, switch.ports, 1));
+        let max_ports =
+            u64::from(switch.ports) * u64::from(switch.ports / 2) * u64::from(switch.ports / 2);
+        if !matches!(fits, Some(Ok(_))) {
+            return Err(format!(
+                "{nodes} nodes need {ports} {name} ports, more than three tiers of {}-port {} switches carry; valid: at most {} nodes",
+                switch.ports,
+                switch.id,
+                max_ports / per_node.max(1)
+            ));
+        }
+    }
+    Ok(())
+}
+
 fn tree_fabric(switch: &SwitchSpec, ports: u32) -> TreeFabricPlan {
     let half = switch.ports / 2;
     let tree = FatTree::size(ports, half, 1, switch.ports, 1)

@@ -83,8 +83,18 @@ fn check_label(text: &str, path: String, p: &mut Vec<Problem>) {
 
 /// Bytes of a quantity, with a problem when it is none.
 fn bytes(text: &str, path: String, p: &mut Vec<Problem>) -> Option<f64> {
+    // Kubernetes counts bytes in a signed 64-bit integer: 8Ei is beyond any quota or volume.
+    const MAX_BYTES: f64 = 9_223_372_036_854_775_807.0;
     match quantity::parse(text) {
-        Some(v) if v > 0.0 => Some(v),
+        Some(v) if v > 0.0 && v <= MAX_BYTES => Some(v),
+        Some(v) if v > MAX_BYTES => {
+            push(
+                p,
+                path,
+                format!("{text:?} is more bytes than Kubernetes counts; valid: at most 8Ei"),
+            );
+            None
+        }
         _ => {
             push(
                 p,
@@ -190,7 +200,10 @@ pub fn validate(blueprint: &SiteBlueprint) -> Result<ValidBlueprint<'_>, Problem
             .nodes_per_scalable_unit
             .unwrap_or(switch.ports / 2);
         let max = switch.ports * fabric.blocking_factor / (fabric.blocking_factor + 1);
-        if n == 0 || n + n.div_ceil(fabric.blocking_factor) > switch.ports {
+        if n == 0
+            || u64::from(n) + u64::from(n.div_ceil(fabric.blocking_factor))
+                > u64::from(switch.ports)
+        {
             push(
                 &mut p,
                 "spec.compute.nodesPerScalableUnit",
@@ -208,7 +221,10 @@ pub fn validate(blueprint: &SiteBlueprint) -> Result<ValidBlueprint<'_>, Problem
                 switch.ports,
                 fabric.blocking_factor,
             ) {
-                Ok(sized) => tree = Some(sized),
+                Ok(sized) => match crate::sizing::support_fabrics_fit(system, nodes) {
+                    Ok(()) => tree = Some(sized),
+                    Err(message) => push(&mut p, "spec.compute.gpus", message),
+                },
                 Err(too_large) => {
                     let max_gpus = too_large.max_nodes * u64::from(system.gpus_per_node);
                     push(
@@ -415,7 +431,7 @@ pub fn validate(blueprint: &SiteBlueprint) -> Result<ValidBlueprint<'_>, Problem
         push(
             &mut p,
             "spec.facility.pue",
-            format!("{pue} is out of range; valid: 1.0 to 3.0"),
+            format!("{pue:?} is out of range; valid: 1.0 to 3.0"),
         );
     }
     // Every path that leaves the switch or the tree unknown has reported why.

@@ -58,18 +58,17 @@ fn text(report: &Report) -> String {
         let _ = writeln!(out, "{problem}");
     }
     let summary = format!(
-        "{} documents in {} file{}",
-        report.documents,
-        report.files,
-        if report.files == 1 { "" } else { "s" }
+        "{} in {}",
+        crate::output::count(report.documents, "document"),
+        crate::output::count(report.files, "file")
     );
     if report.valid {
         let _ = writeln!(out, "valid: {summary}");
     } else {
         let _ = writeln!(
             out,
-            "invalid: {} problems in {summary}",
-            report.problems.len()
+            "invalid: {} in {summary}",
+            crate::output::count(report.problems.len(), "problem")
         );
     }
     out
@@ -85,6 +84,7 @@ pub fn validate(files: &[PathBuf]) -> Report {
         problems.extend(loaded.problems);
     }
     problems.extend(check_objects(&documents));
+    problems.extend(repeated_names(&documents));
     problems.sort();
     Report {
         valid: problems.is_empty(),
@@ -92,6 +92,46 @@ pub fn validate(files: &[PathBuf]) -> Report {
         documents: documents.len(),
         problems,
     }
+}
+
+/// An object declared twice (same kind, namespace and name): applied together, the
+/// second would silently replace the first.
+fn repeated_names(documents: &[Document]) -> Vec<Located> {
+    let mut seen: BTreeMap<(String, Option<String>, String), &Document> = BTreeMap::new();
+    let mut located = Vec::new();
+    for d in documents {
+        let (kind, namespace) = match &d.object {
+            Some(Object::Factory(_)) => ("Factory", None),
+            Some(Object::Workspace(_)) => ("Workspace", None),
+            Some(Object::JupyterEnvironment(j)) => (
+                "JupyterEnvironment",
+                Some(
+                    j.metadata
+                        .namespace
+                        .clone()
+                        .unwrap_or_else(|| "default".into()),
+                ),
+            ),
+            _ => continue,
+        };
+        let name = d.label.split_once('/').map(|(_, n)| n).unwrap_or_default();
+        let key = (kind.to_owned(), namespace, name.to_owned());
+        if let Some(first) = seen.get(&key) {
+            located.push(Located {
+                file: d.file.clone(),
+                document: Some(d.index),
+                object: d.label.clone(),
+                path: "metadata.name".into(),
+                message: format!(
+                    "{} is declared more than once (first in {}[{}]); valid: one object per name",
+                    d.label, first.file, first.index
+                ),
+            });
+        } else {
+            seen.insert(key, d);
+        }
+    }
+    located
 }
 
 /// The rules of `fabbrica_crds::validation`, with each object's peers found among the documents.

@@ -141,6 +141,17 @@ fn validate_pool(i: usize, pool: &GpuPool, p: &mut Vec<Problem>) {
             "empty selector would take every Node; name at least one label",
         ));
     }
+    for (key, value) in &pool.node_selector {
+        if !super::metadata::is_label_key(key) || !super::metadata::is_label_value(value) {
+            p.push(Problem::new(
+                format!("spec.gpuPools[{i}].nodeSelector"),
+                format!(
+                    "{key:?}: {value:?} is not a label; {}",
+                    super::metadata::LABEL_RULES
+                ),
+            ));
+        }
+    }
     if let Some(n) = pool.gpus_per_node
         && (n == 0 || n > system.gpus_per_node)
     {

@@ -10,6 +10,7 @@ mod allocation;
 mod factory;
 mod jupyter;
 mod maintenance;
+mod metadata;
 mod workspace;
 
 use std::collections::BTreeMap;
@@ -22,6 +23,7 @@ use crate::quantity;
 pub use self::factory::validate_factory;
 pub use self::jupyter::validate_jupyter;
 pub use self::maintenance::{max_unavailable, validate_maintenance};
+pub use self::metadata::{MAX_JUPYTER_NAME, validate_object_name};
 pub use self::workspace::validate_workspace;
 // The capacity contracts the rules use, under the paths they always had.
 pub use crate::capacity::{gpus_per_node, pool_capacity, units_per_gpu};
@@ -120,11 +122,17 @@ pub(crate) fn check_key(text: &str, path: &str, p: &mut Vec<Problem>) -> Option<
 }
 
 pub(crate) fn check_quantity(text: &str, path: String, p: &mut Vec<Problem>) {
-    if quantity::parse(text).is_none() {
-        p.push(Problem::new(
+    match quantity::parse(text) {
+        None => p.push(Problem::new(
             path,
             format!("{text:?} is not a quantity; valid: e.g. 8, 500m, 64Gi, 2Pi"),
-        ));
+        )),
+        // Every quantity of the API is an amount: CPUs, memory, capacity.
+        Some(v) if v < 0.0 => p.push(Problem::new(
+            path,
+            format!("{text:?} is negative; valid: 0 or more, e.g. 8, 500m, 64Gi, 2Pi"),
+        )),
+        Some(_) => {}
     }
 }
 

@@ -4,7 +4,7 @@
 use fabbrica_crds::v1alpha1::{
     Factory, GpuPool, JupyterEnvironment, JupyterEnvironmentSpec, StorageTier, Workspace,
 };
-use fabbrica_crds::validation::{Problem, Problems, validate_jupyter};
+use fabbrica_crds::validation::{Problem, Problems, validate_jupyter, validate_object_name};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::{Resource, ResourceExt};
 
@@ -39,7 +39,14 @@ pub fn validate(
     workspace: &Workspace,
     factory: &Factory,
 ) -> Result<ValidatedEnvironment, Problems> {
-    validate_jupyter(&environment.spec, &factory.spec, &workspace.spec)?;
+    // The name also names the Service and the StatefulSet, which the API server checks only
+    // when the operator writes them; refusing it here keeps the refusal on the environment.
+    let named = validate_object_name("JupyterEnvironment", environment.metadata.name.as_deref());
+    let rules = validate_jupyter(&environment.spec, &factory.spec, &workspace.spec);
+    if named.is_err() || rules.is_err() {
+        let problems = [named, rules].into_iter().filter_map(Result::err);
+        return Err(Problems(problems.flat_map(|p| p.0).collect()));
+    }
     let problem = |path: &str, message: &str| {
         Problems(vec![Problem {
             path: path.into(),
