@@ -229,6 +229,13 @@ async fn malformed_objects_are_refused_and_nothing_that_exists_changes() -> anyh
         args.extend(namespace);
         let _ = kubectl(&args);
     }
+    // The simulated Nodes go too: the tests after this one share the control plane, and a
+    // Factory whose pool selector matches them would count them.
+    for i in 0..2 {
+        let _ = nodes
+            .delete(&format!("{NAME}-{i}"), &Default::default())
+            .await;
+    }
     result
 }
 
