@@ -284,3 +284,45 @@ pub fn assert_no_high_or_critical_misconfiguration(
     );
     Ok(())
 }
+
+/// The operator, running in this process (as `fabbrica_operator::run` with `settings`) until
+/// stopped or killed.
+#[derive(Debug)]
+pub struct InProcessOperator {
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<fabbrica_operator::Result<()>>,
+}
+
+impl InProcessOperator {
+    /// Starts it on `client`.
+    pub fn start(client: &kube::Client, settings: fabbrica_operator::Settings) -> Self {
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(fabbrica_operator::run(
+            client.clone(),
+            settings,
+            fabbrica_operator::metrics::Metrics::new(),
+            std::sync::Arc::new(fabbrica_operator::http::Readiness::default()),
+            std::sync::Arc::new(fabbrica_operator::clock::SystemClock),
+            async move {
+                let _ = stopped.await;
+            },
+        ));
+        Self { stop, task }
+    }
+
+    /// Asks it to stop and waits (at most 30 s) until it has.
+    pub async fn stop(self) -> anyhow::Result<()> {
+        let _ = self.stop.send(());
+        tokio::time::timeout(std::time::Duration::from_secs(30), self.task)
+            .await
+            .context("the operator did not stop within 30 s")???;
+        Ok(())
+    }
+
+    /// Ends it at once, in the middle of whatever it does, as a crash would: every request in
+    /// flight is dropped.
+    pub async fn kill(self) {
+        self.task.abort();
+        let _ = self.task.await;
+    }
+}

@@ -12,13 +12,12 @@ use anyhow::Context as _;
 use fabbrica_crds::v1alpha1::{
     AllocationState, AllocationStatus, Factory, GpuSystem, JupyterEnvironment, Workspace, condition,
 };
-use fabbrica_operator::clock::SystemClock;
-use fabbrica_operator::http::Readiness;
-use fabbrica_operator::metrics::Metrics;
+use fabbrica_operator::Settings;
 use fabbrica_operator::tenancy::allocation::meter::{Ledger, POD_FINALIZER};
 use fabbrica_operator::tenancy::allocation::{CLOSED_QUOTA, LEDGER_KEY, apply::ledger_name};
-use fabbrica_operator::{Settings, run};
-use fabbrica_tests::{client, eventually, gpu_node, install_crds, register_gpu_node, unique_name};
+use fabbrica_tests::{
+    InProcessOperator, client, eventually, gpu_node, install_crds, register_gpu_node, unique_name,
+};
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{ConfigMap, Node, Pod, ResourceQuota};
@@ -27,7 +26,6 @@ use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::runtime::watcher;
 use kube::{Client, ResourceExt};
 use serde_json::json;
-use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 const WAIT: Duration = Duration::from_secs(90);
@@ -36,49 +34,19 @@ const TEST_LABEL: &str = "fabbrica.io/test-allocation";
 /// Where the in-process operators keep the ledgers.
 const LEDGERS: &str = "default";
 
-/// The operator, running in this process until stopped or killed.
-struct Operator {
-    stop: oneshot::Sender<()>,
-    task: JoinHandle<fabbrica_operator::Result<()>>,
-}
-
-impl Operator {
-    fn start(client: &Client, factory: &str) -> Self {
-        let settings = Settings {
+/// This file's operator, in this process until stopped.
+fn start_operator(client: &Client, factory: &str) -> InProcessOperator {
+    InProcessOperator::start(
+        client,
+        Settings {
             namespace: LEDGERS.into(),
             gpu_operator_namespace: LEDGERS.into(),
             factory_selector: Some(format!("{TEST_LABEL}={factory}")),
             debounce: Duration::from_millis(100),
             reporter: "allocation-tests".into(),
             ..Settings::default()
-        };
-        let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(run(
-            client.clone(),
-            settings,
-            Metrics::new(),
-            Arc::new(Readiness::default()),
-            Arc::new(SystemClock),
-            async move {
-                let _ = stopped.await;
-            },
-        ));
-        Self { stop, task }
-    }
-
-    /// Kills it: every request in flight is dropped, as when its process is killed.
-    async fn kill(self) {
-        self.task.abort();
-        let _ = self.task.await;
-    }
-
-    async fn stop(self) -> anyhow::Result<()> {
-        let _ = self.stop.send(());
-        tokio::time::timeout(Duration::from_secs(30), self.task)
-            .await
-            .context("the operator did not stop within 30 s")???;
-        Ok(())
-    }
+        },
+    )
 }
 
 /// A Factory with one pool of one simulated DGX H100 (8 GPUs), tiers the test provisioner
@@ -309,7 +277,7 @@ async fn site(prefix: &str) -> anyhow::Result<Site> {
 }
 
 impl Site {
-    async fn teardown(self, operator: Operator, workspace: &str) -> anyhow::Result<()> {
+    async fn teardown(self, operator: InProcessOperator, workspace: &str) -> anyhow::Result<()> {
         let _ = self
             .workspaces
             .delete(workspace, &DeleteParams::default())
@@ -353,7 +321,7 @@ async fn usage_is_metered_the_budget_closes_new_work_and_notebooks_and_raising_i
         &workspace(&name, &site.factory, Some(allocation(0.01)))?,
     )
     .await?;
-    let operator = Operator::start(&site.client, &site.factory);
+    let operator = start_operator(&site.client, &site.factory);
     until(&site.workspaces, &name, "the allocation is open", |s| {
         s.state == AllocationState::Open
     })
@@ -475,7 +443,7 @@ async fn the_ledger_counts_every_pod_once_while_the_operator_is_killed_again_and
     let site = site("ledger").await?;
     let name = format!("{}-ws", site.factory);
     apply(&site.workspaces, &workspace(&name, &site.factory, None)?).await?;
-    let mut operator = Operator::start(&site.client, &site.factory);
+    let mut operator = start_operator(&site.client, &site.factory);
     until(&site.workspaces, &name, "the workspace is metered", |s| {
         s.state == AllocationState::Unlimited
     })
@@ -525,14 +493,14 @@ async fn the_ledger_counts_every_pod_once_while_the_operator_is_killed_again_and
     delete("b").await?;
     // Up for a moment, killed while it settles, up again.
     for pause in [150, 400, 50] {
-        operator = Operator::start(&site.client, &site.factory);
+        operator = start_operator(&site.client, &site.factory);
         tokio::time::sleep(Duration::from_millis(pause)).await;
         operator.kill().await;
     }
     // The Pods deleted while it was down still hold their GPUs until released: 7 of 8 now.
     create("d", 1).await?;
     running("d").await?;
-    operator = Operator::start(&site.client, &site.factory);
+    operator = start_operator(&site.client, &site.factory);
     tokio::time::sleep(Duration::from_secs(2)).await;
     delete("d").await?;
     all_released(&pods).await?;
@@ -559,7 +527,7 @@ async fn the_ledger_counts_every_pod_once_while_the_operator_is_killed_again_and
     assert_eq!(book.accounted, 4);
     // A restart changes nothing.
     operator.stop().await?;
-    let operator = Operator::start(&site.client, &site.factory);
+    let operator = start_operator(&site.client, &site.factory);
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert_eq!(ledger(&site.client, &name).await?.total(), expected);
     recording.abort();
@@ -590,7 +558,7 @@ async fn an_allocation_outside_its_modes_limits_is_refused_with_the_field_named(
         &workspace(&name, &site.factory, Some(large))?,
     )
     .await?;
-    let operator = Operator::start(&site.client, &site.factory);
+    let operator = start_operator(&site.client, &site.factory);
     let message = eventually("the workspace is refused", WAIT, || async {
         let ws = site.workspaces.get(&name).await?;
         let status = ws.status.unwrap_or_default();

@@ -4,19 +4,16 @@
 //! the fabric; the Pods land where the fabric says. The operator runs in-process.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::Duration;
 
 use anyhow::{Context as _, bail};
 use fabbrica_crds::labels;
 use fabbrica_crds::v1alpha1::{Factory, GpuSystem, Workspace};
-use fabbrica_operator::clock::SystemClock;
-use fabbrica_operator::http::Readiness;
-use fabbrica_operator::metrics::Metrics;
-use fabbrica_operator::{Settings, run};
+use fabbrica_operator::Settings;
 use fabbrica_tests::{
-    client, eventually, gpu_node, install_crds, kubeconfig_path, register_gpu_node, repo_root,
-    unique_name,
+    InProcessOperator, client, eventually, gpu_node, install_crds, kubeconfig_path,
+    register_gpu_node, repo_root, unique_name,
 };
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{Node, Pod};
@@ -26,8 +23,6 @@ use kube::api::{
 };
 use kube::{Client, ResourceExt};
 use serde_json::{Value, json};
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
 
 const WAIT: Duration = Duration::from_secs(120);
 /// The label on this file's Factories; each test's operator reconciles only its own.
@@ -83,43 +78,19 @@ impl Drop for Kueue {
     }
 }
 
-/// The operator, running in this process until stopped.
-struct Operator {
-    stop: oneshot::Sender<()>,
-    task: JoinHandle<fabbrica_operator::Result<()>>,
-}
-
-impl Operator {
-    fn start(client: &Client, factory: &str) -> Self {
-        let settings = Settings {
+/// This file's operator, in this process until stopped.
+fn start_operator(client: &Client, factory: &str) -> InProcessOperator {
+    InProcessOperator::start(
+        client,
+        Settings {
             namespace: "default".into(),
             gpu_operator_namespace: "default".into(),
             factory_selector: Some(format!("{TEST_LABEL}={factory}")),
             debounce: Duration::from_millis(100),
             reporter: "kueue-tests".into(),
             ..Settings::default()
-        };
-        let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(run(
-            client.clone(),
-            settings,
-            Metrics::new(),
-            Arc::new(Readiness::default()),
-            Arc::new(SystemClock),
-            async move {
-                let _ = stopped.await;
-            },
-        ));
-        Self { stop, task }
-    }
-
-    async fn stop(self) -> anyhow::Result<()> {
-        let _ = self.stop.send(());
-        tokio::time::timeout(Duration::from_secs(30), self.task)
-            .await
-            .context("the operator did not stop within 30 s")???;
-        Ok(())
-    }
+        },
+    )
 }
 
 fn kueue_api(client: &Client, kind: &str, namespace: Option<&str>) -> Api<DynamicObject> {
@@ -157,7 +128,7 @@ struct Site {
     client: Client,
     name: String,
     nodes: Vec<String>,
-    operator: Option<Operator>,
+    operator: Option<InProcessOperator>,
     _kueue: Kueue,
 }
 
@@ -215,7 +186,7 @@ impl Site {
             client: client.clone(),
             name: name.clone(),
             nodes: names,
-            operator: Some(Operator::start(&client, &name)),
+            operator: Some(start_operator(&client, &name)),
             _kueue: kueue,
         };
         for tenant in tenants {

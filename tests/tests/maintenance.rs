@@ -12,10 +12,9 @@ use fabbrica_crds::v1alpha1::{
     Factory, GPU_DRIVER_UPGRADE_STATE, GpuSystem, JupyterEnvironment, Maintenance, MaintenanceNode,
 };
 use fabbrica_operator::Settings;
-use fabbrica_operator::clock::SystemClock;
-use fabbrica_operator::http::Readiness;
-use fabbrica_operator::metrics::Metrics;
-use fabbrica_tests::{client, eventually, gpu_node, install_crds, register_gpu_node, unique_name};
+use fabbrica_tests::{
+    InProcessOperator, client, eventually, gpu_node, install_crds, register_gpu_node, unique_name,
+};
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
 use k8s_openapi::api::events::v1::Event;
@@ -24,7 +23,6 @@ use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::watcher;
 use kube::{Api, Client, ResourceExt};
 use serde_json::json;
-use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 /// The label on this file's Factories and Nodes; each test's operator reconciles only its own.
@@ -32,15 +30,11 @@ const RUN_LABEL: &str = "test.fabbrica.io/maintenance";
 const MANAGER: &str = "fabbrica-tests";
 const WAIT: Duration = Duration::from_secs(90);
 
-/// The operator, running in this process until stopped or killed.
-struct Operator {
-    stop: oneshot::Sender<()>,
-    task: JoinHandle<fabbrica_operator::Result<()>>,
-}
-
-impl Operator {
-    fn start(client: &Client, run: &str) -> Self {
-        let settings = Settings {
+/// This file's operator, in this process until stopped.
+fn start_operator(client: &Client, run: &str) -> InProcessOperator {
+    InProcessOperator::start(
+        client,
+        Settings {
             namespace: "default".into(),
             gpu_operator_namespace: "default".into(),
             factory_selector: Some(format!("{RUN_LABEL}={run}")),
@@ -48,34 +42,8 @@ impl Operator {
             reporter: "maintenance-tests".into(),
             maintenance_poll: Duration::from_millis(300),
             ..Settings::default()
-        };
-        let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(fabbrica_operator::run(
-            client.clone(),
-            settings,
-            Metrics::new(),
-            Arc::new(Readiness::default()),
-            Arc::new(SystemClock),
-            async move {
-                let _ = stopped.await;
-            },
-        ));
-        Self { stop, task }
-    }
-
-    async fn stop(self) -> anyhow::Result<()> {
-        let _ = self.stop.send(());
-        tokio::time::timeout(Duration::from_secs(30), self.task)
-            .await
-            .context("the operator did not stop within 30 s")???;
-        Ok(())
-    }
-
-    /// Ends the operator at once, in the middle of whatever it does, as a crash would.
-    async fn kill(self) {
-        self.task.abort();
-        let _ = self.task.await;
-    }
+        },
+    )
 }
 
 /// `count` DGX H100 Nodes of `run`, Ready under kwok.
@@ -305,7 +273,7 @@ async fn create_namespace(client: &Client, name: &str) -> anyhow::Result<()> {
 /// stops it and deletes the Nodes and the namespace.
 async fn clean_up(
     client: &Client,
-    operator: Operator,
+    operator: InProcessOperator,
     run: &str,
     maintenance: &str,
     nodes: &[String],
@@ -343,7 +311,7 @@ async fn a_driver_upgrade_goes_by_leaf_group_within_the_budget_and_resumes_after
     install_crds(&client).await?;
     let run = unique_name("mnt-waves");
     let nodes = create_nodes(&client, &run, 64).await?;
-    let mut operator = Operator::start(&client, &run);
+    let mut operator = start_operator(&client, &run);
     factory_placed(&client, &run, &factory(&run, 64, 8)).await?;
     // Workloads on the pool, moved by the evictions.
     let namespace = unique_name("mnt-work");
@@ -380,7 +348,7 @@ async fn a_driver_upgrade_goes_by_leaf_group_within_the_budget_and_resumes_after
     })
     .await?;
     operator.kill().await;
-    operator = Operator::start(&client, &run);
+    operator = start_operator(&client, &run);
 
     let done = wait_for(&client, &name, "succeeds", |m| {
         phase(m) == Some("Succeeded")
@@ -453,7 +421,7 @@ async fn a_pdb_holds_the_wave_and_tenants_are_told_before_eviction() -> anyhow::
     install_crds(&client).await?;
     let run = unique_name("mnt-pdb");
     let nodes = create_nodes(&client, &run, 4).await?;
-    let operator = Operator::start(&client, &run);
+    let operator = start_operator(&client, &run);
     factory_placed(&client, &run, &factory(&run, 4, 1)).await?;
     let namespace = unique_name("mnt-tenant");
     create_namespace(&client, &namespace).await?;
@@ -640,7 +608,7 @@ async fn an_invalid_maintenance_is_refused_with_field_paths_and_touches_nothing(
     install_crds(&client).await?;
     let run = unique_name("mnt-bad");
     let nodes = create_nodes(&client, &run, 2).await?;
-    let operator = Operator::start(&client, &run);
+    let operator = start_operator(&client, &run);
     factory_placed(&client, &run, &factory(&run, 2, 1)).await?;
     // The API server refuses what the schema says.
     let bad = Api::<Maintenance>::all(client.clone())

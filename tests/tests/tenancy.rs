@@ -3,16 +3,14 @@
 //! deleted Workspace leaves nothing behind. The operator runs in-process through its library.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
 use fabbrica_crds::v1alpha1::{Factory, JupyterEnvironment, Workspace, condition};
-use fabbrica_operator::clock::SystemClock;
-use fabbrica_operator::http::Readiness;
-use fabbrica_operator::metrics::Metrics;
-use fabbrica_operator::{Settings, run};
-use fabbrica_tests::{client, eventually, install_crds, kubeconfig_path, unique_name};
+use fabbrica_operator::Settings;
+use fabbrica_tests::{
+    InProcessOperator, client, eventually, install_crds, kubeconfig_path, unique_name,
+};
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{
     LimitRange, Namespace, PersistentVolumeClaim, ResourceQuota, Secret, Service,
@@ -23,51 +21,25 @@ use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config, ResourceExt};
 use serde_json::{Value, json};
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
 
 const WAIT: Duration = Duration::from_secs(60);
 /// The label on this file's Factories; each test's operator reconciles only its own Factory and
 /// that Factory's tenants (`--factory-selector`), so concurrent tests do not act on each other.
 const TEST_LABEL: &str = "fabbrica.io/test-tenancy";
 
-/// The operator, running in this process until stopped.
-struct Operator {
-    stop: oneshot::Sender<()>,
-    task: JoinHandle<fabbrica_operator::Result<()>>,
-}
-
-impl Operator {
-    fn start(client: &Client, factory: &str) -> Self {
-        let settings = Settings {
+/// This file's operator, in this process until stopped.
+fn start_operator(client: &Client, factory: &str) -> InProcessOperator {
+    InProcessOperator::start(
+        client,
+        Settings {
             namespace: "default".into(),
             gpu_operator_namespace: "default".into(),
             factory_selector: Some(format!("{TEST_LABEL}={factory}")),
             debounce: Duration::from_millis(100),
             reporter: "tenancy-tests".into(),
             ..Settings::default()
-        };
-        let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(run(
-            client.clone(),
-            settings,
-            Metrics::new(),
-            Arc::new(Readiness::default()),
-            Arc::new(SystemClock),
-            async move {
-                let _ = stopped.await;
-            },
-        ));
-        Self { stop, task }
-    }
-
-    async fn stop(self) -> anyhow::Result<()> {
-        let _ = self.stop.send(());
-        tokio::time::timeout(Duration::from_secs(30), self.task)
-            .await
-            .context("the operator did not stop within 30 s")???;
-        Ok(())
-    }
+        },
+    )
 }
 
 /// A Factory with a tainted interactive pool, a training pool, three tiers and a small catalog.
@@ -227,7 +199,7 @@ struct OneWorkspace {
     namespace: String,
     workspaces: Api<Workspace>,
     environments: Api<JupyterEnvironment>,
-    operator: Operator,
+    operator: InProcessOperator,
 }
 
 async fn one_workspace(prefix: &str, member: &str) -> anyhow::Result<OneWorkspace> {
@@ -247,7 +219,7 @@ async fn one_workspace(prefix: &str, member: &str) -> anyhow::Result<OneWorkspac
         &workspace(&ws_name, &factory_name, &namespace, member)?,
     )
     .await?;
-    let operator = Operator::start(&client, &factory_name);
+    let operator = start_operator(&client, &factory_name);
     ready_workspace(&workspaces, &ws_name).await?;
     let environments = Api::<JupyterEnvironment>::namespaced(client.clone(), &namespace);
     Ok(OneWorkspace {
@@ -275,7 +247,7 @@ async fn delete_factory(client: &Client, name: &str) -> anyhow::Result<()> {
 /// deletes the factory, stops the operator, and waits until the namespaces are gone.
 async fn teardown(
     client: &Client,
-    operator: Operator,
+    operator: InProcessOperator,
     factory: &str,
     workspaces: &[(&str, &str)],
 ) -> anyhow::Result<()> {
@@ -323,7 +295,7 @@ async fn two_workspaces_are_isolated_namespaces_with_quota_policies_and_bindings
     let workspaces = Api::<Workspace>::all(client.clone());
     apply(&workspaces, &workspace(&a, &factory_name, &ns_a, &alice)?).await?;
     apply(&workspaces, &workspace(&b, &factory_name, &ns_b, &bob)?).await?;
-    let operator = Operator::start(&client, &factory_name);
+    let operator = start_operator(&client, &factory_name);
 
     for (name, namespace, member) in [(&a, &ns_a, &alice), (&b, &ns_b, &bob)] {
         let ws = ready_workspace(&workspaces, name).await?;
@@ -620,7 +592,7 @@ async fn a_jupyter_environment_gets_its_notebook_and_keeps_its_token_across_rest
     // and leaves the token alone.
     operator.stop().await?;
     services.delete("carla", &DeleteParams::default()).await?;
-    let operator = Operator::start(&client, &factory_name);
+    let operator = start_operator(&client, &factory_name);
     eventually(
         "the restarted operator recreates the Service",
         WAIT,
