@@ -22,10 +22,22 @@ fn render(example: &str) -> anyhow::Result<std::path::PathBuf> {
     Ok(out)
 }
 
+/// Every folder under `gitops/overlays` with a kustomization.yaml (an environment's site, and
+/// its notebooks beneath it).
 fn overlays(site: &Path) -> anyhow::Result<Vec<std::path::PathBuf>> {
-    let mut dirs: Vec<_> = std::fs::read_dir(site.join("gitops/overlays"))?
-        .map(|e| e.map(|e| e.path()))
-        .collect::<Result<_, _>>()?;
+    let mut dirs = Vec::new();
+    let mut pending = vec![site.join("gitops/overlays")];
+    while let Some(dir) = pending.pop() {
+        for entry in std::fs::read_dir(&dir)? {
+            let path = entry?.path();
+            if path.is_dir() {
+                if path.join("kustomization.yaml").is_file() {
+                    dirs.push(path.clone());
+                }
+                pending.push(path);
+            }
+        }
+    }
     dirs.sort();
     assert!(!dirs.is_empty(), "no overlays under {}", site.display());
     Ok(dirs)
@@ -73,7 +85,8 @@ async fn every_overlay_builds_and_applies_with_server_side_dry_run() -> anyhow::
                 overlay.to_str().unwrap(),
             ])?;
             assert!(
-                out.contains("factory.fabbrica.io/"),
+                out.contains("factory.fabbrica.io/")
+                    || out.contains("jupyterenvironment.fabbrica.io/"),
                 "{example} {}: {out}",
                 overlay.display()
             );

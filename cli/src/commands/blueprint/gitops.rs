@@ -78,10 +78,19 @@ pub fn files(
             )?,
         ));
     }
-    if !objects.notebooks.is_empty() {
-        site_resources.push("notebooks.yaml");
+    // The notebooks live in the Workspaces' namespaces, which exist only once the operator has
+    // reconciled the Workspaces: a sync of their own, after the site's Workspaces are Ready.
+    // (Flux and Argo CD dry-run every object of a sync before applying any, so one object in a
+    // missing namespace would hold back the Workspaces that make it.)
+    let notebooks = !objects.notebooks.is_empty();
+    if notebooks {
         files.push((
-            "gitops/base/site/notebooks.yaml".to_owned(),
+            "gitops/base/notebooks/kustomization.yaml".to_owned(),
+            "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\n# Synced after the site: the namespaces come from its Workspaces.\ncommonAnnotations:\n  argocd.argoproj.io/sync-wave: \"1\"\nresources:\n  - notebooks.yaml\n"
+                .to_owned(),
+        ));
+        files.push((
+            "gitops/base/notebooks/notebooks.yaml".to_owned(),
             yaml_stream(
                 "Each tenant's starter JupyterEnvironment, in the tenant's namespace.",
                 &objects.notebooks,
@@ -140,6 +149,14 @@ pub fn files(
             }
         }
         files.push((format!("gitops/overlays/{env}/kustomization.yaml"), overlay));
+        if notebooks {
+            files.push((
+                format!("gitops/overlays/{env}/notebooks/kustomization.yaml"),
+                format!(
+                    "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nresources:\n  - ../../../base/notebooks\nlabels:\n  - pairs:\n      fabbrica.io/environment: {env}\n"
+                ),
+            ));
+        }
         let mut context = tera::Context::new();
         context.insert("site", site);
         context.insert("env", env);
@@ -148,6 +165,13 @@ pub fn files(
         context.insert("chart_path", CHART_PATH);
         context.insert("chart_revision", &format!("v{}", env!("CARGO_PKG_VERSION")));
         context.insert("operator_namespace", OPERATOR_NAMESPACE);
+        let workspaces: Vec<&str> = objects
+            .workspaces
+            .iter()
+            .filter_map(|w| w.metadata.name.as_deref())
+            .collect();
+        context.insert("workspaces", &workspaces);
+        context.insert("notebooks", &notebooks);
         let argocd = templates::render("argocd.yaml", &context)?;
         // The app-of-apps file holds the root; its folder holds the children it syncs.
         let (root, children) = argocd
@@ -156,7 +180,9 @@ pub fn files(
         files.push((format!("gitops/argocd/{env}.yaml"), root.to_owned()));
         files.push((
             format!("gitops/argocd/{env}/applications.yaml"),
-            format!("# Children of {site}-{env}, in sync waves: CRDs, operator, site.\n{children}"),
+            format!(
+                "# Children of {site}-{env}, in sync waves: CRDs, operator, site, notebooks.\n{children}"
+            ),
         ));
         files.push((
             format!("gitops/flux/{env}.yaml"),
