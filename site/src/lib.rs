@@ -8,6 +8,7 @@
 //! then [`build`] its objects and export its fabric from the plan.
 
 mod cabling;
+pub mod cells;
 pub mod conventions;
 mod defaults;
 pub mod exports;
@@ -20,6 +21,7 @@ mod unknown;
 mod validate;
 
 pub use cabling::{Cable, CableKind, Names, for_each_cable};
+pub use cells::{Cell, DEFAULT_MAX_NODES, LimitTooSmall};
 pub use defaults::{NewSite, new_site, tebibytes};
 pub use fat_tree::{FatTree, TooLarge};
 pub use objects::{Refused, SiteObjects, build};

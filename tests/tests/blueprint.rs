@@ -22,10 +22,23 @@ fn render(example: &str) -> anyhow::Result<std::path::PathBuf> {
     Ok(out)
 }
 
+/// Every overlay: `gitops/overlays/*`, or each cell's `gitops/cells/*/overlays/*`.
 fn overlays(site: &Path) -> anyhow::Result<Vec<std::path::PathBuf>> {
-    let mut dirs: Vec<_> = std::fs::read_dir(site.join("gitops/overlays"))?
-        .map(|e| e.map(|e| e.path()))
-        .collect::<Result<_, _>>()?;
+    let mut roots = vec![site.join("gitops")];
+    if let Ok(cells) = std::fs::read_dir(site.join("gitops/cells")) {
+        for cell in cells {
+            roots.push(cell?.path());
+        }
+    }
+    let mut dirs = Vec::new();
+    for root in roots {
+        let Ok(entries) = std::fs::read_dir(root.join("overlays")) else {
+            continue;
+        };
+        for entry in entries {
+            dirs.push(entry?.path());
+        }
+    }
     dirs.sort();
     assert!(!dirs.is_empty(), "no overlays under {}", site.display());
     Ok(dirs)

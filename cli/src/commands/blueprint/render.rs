@@ -10,7 +10,7 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 use fabbrica_site::exports::{cabling_csv, topology_conf, topology_json};
-use fabbrica_site::{self as site, Plan, ValidBlueprint};
+use fabbrica_site::{self as site, Cell, Plan, ValidBlueprint};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::Serialize;
 
@@ -38,6 +38,11 @@ pub struct Args {
     /// Write into a non-empty directory, overwriting the files the render produces.
     #[arg(long)]
     pub force: bool,
+    /// The most GPU Nodes one cluster holds; a larger site is rendered as several clusters
+    /// (cells) split along its fabric. Overrides the blueprint's `spec.cells.maxNodes`
+    /// (default 5000).
+    #[arg(long, value_name = "NODES", value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_nodes_per_cluster: Option<u32>,
     /// Git URL the rendered repository will be pushed to; Argo CD and Flux sync from it.
     #[arg(long, value_name = "URL", env = "FABBRICA_REPO_URL")]
     pub repo_url: Option<String>,
@@ -88,8 +93,76 @@ struct Summary<'a> {
     out: String,
     site: &'a str,
     gpus: u64,
+    /// The cluster cells, when the site is more than one.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    cells: Vec<CellRow>,
     files: Vec<FileSummary<'a>>,
     total_bytes: u64,
+}
+
+/// A cell as the report shows it: which units, switches and racks it holds.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CellRow {
+    /// The cell's cluster and Factory name.
+    pub name: String,
+    /// The site's scalable units in the cell: `su001-su054`.
+    pub unit_range: String,
+    /// GPU Nodes.
+    pub nodes: u32,
+    /// GPUs.
+    pub gpus: u64,
+    /// The spine groups: `g01-g03` (`all` in two tiers).
+    pub spine_group_range: String,
+    /// Leaf switches.
+    pub leaf_switches: u32,
+    /// Spine switches.
+    pub spine_switches: u32,
+    /// Compute racks, numbered from 1 in node order: `1-216`.
+    pub rack_range: String,
+    /// Leaf racks.
+    pub leaf_racks: u32,
+}
+
+fn span(first: String, last: String) -> String {
+    if first == last {
+        first
+    } else {
+        format!("{first}-{last}")
+    }
+}
+
+/// The report's rows of a site's cells.
+pub fn cell_rows(plan: &Plan, cells: &[Cell]) -> Vec<CellRow> {
+    let tree = &plan.compute_fabric.tree;
+    let names = site::Names::new(tree);
+    cells
+        .iter()
+        .map(|c| CellRow {
+            name: c.name.clone(),
+            unit_range: span(
+                names.unit(c.first_unit),
+                names.unit(c.first_unit + c.units - 1),
+            ),
+            nodes: c.nodes,
+            gpus: c.gpus,
+            spine_group_range: if tree.tiers == 3 {
+                span(
+                    names.group(c.first_spine_group),
+                    names.group(c.first_spine_group + c.spine_groups - 1),
+                )
+            } else {
+                "all".to_owned()
+            },
+            leaf_switches: c.leaf_switches,
+            spine_switches: c.spine_switches,
+            rack_range: span(
+                (c.first_rack + 1).to_string(),
+                (c.first_rack + c.compute_racks).to_string(),
+            ),
+            leaf_racks: c.leaf_racks,
+        })
+        .collect()
 }
 
 #[derive(Debug, Serialize)]
@@ -98,16 +171,25 @@ struct FileSummary<'a> {
     bytes: u64,
 }
 
-/// Renders every file of a site, sorted by path; `step` is told what is being rendered.
+/// Renders every file of a site, split into cells of at most `max_nodes` GPU Nodes (one cell:
+/// the site as one cluster), sorted by path; `step` is told what is being rendered.
 pub fn render(
     blueprint: &ValidBlueprint<'_>,
     plan: &Plan,
+    max_nodes: u32,
     repo_url: &str,
     mut step: impl FnMut(&str),
 ) -> anyhow::Result<Vec<File>> {
+    let cells = &blueprint.cells(max_nodes)?;
     let objects = site::build(blueprint, plan);
+    let cell_objects = site::cells::cell_objects(&objects, cells);
     // The operator's own validation, so a render never commits what the cluster would refuse.
-    objects.check()?;
+    for (cell, objects) in cells.iter().zip(&cell_objects) {
+        objects
+            .check()
+            .with_context(|| format!("cell {}", cell.name))?;
+    }
+    let entries: Vec<(Cell, site::SiteObjects)> = cells.iter().cloned().zip(cell_objects).collect();
     let mut files = Vec::new();
     let mut add = |path: &str, bytes: Vec<u8>| {
         files.push(File {
@@ -134,7 +216,7 @@ pub fn render(
     add("fabric.svg", svg::fabric(plan).into_bytes());
     add("racks.svg", svg::racks(plan).into_bytes());
     step("gitops");
-    for (path, text) in gitops::files(plan, &objects, repo_url)? {
+    for (path, text) in gitops::files(plan, &entries, repo_url)? {
         add(&path, text.into_bytes());
     }
     step("README.md");
@@ -142,6 +224,8 @@ pub fn render(
     context.insert("plan", plan);
     context.insert("bom", &bom::lines(plan));
     context.insert("tenants", &blueprint.spec().tenants);
+    context.insert("cells", &cell_rows(plan, cells));
+    context.insert("max_nodes", &max_nodes);
     context.insert("version", env!("CARGO_PKG_VERSION"));
     add(
         "README.md",
@@ -190,13 +274,25 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let Some((valid, plan)) = plan_or_report(&blueprint, &source) else {
         return Ok(ExitCode::from(1));
     };
+    let max_nodes = args.max_nodes_per_cluster.unwrap_or(valid.max_nodes());
+    let cells = match valid.cells(max_nodes) {
+        Ok(cells) => cells,
+        Err(e) => {
+            let field = if args.max_nodes_per_cluster.is_some() {
+                "--max-nodes-per-cluster".to_owned()
+            } else {
+                format!("{source}: spec.cells.maxNodes")
+            };
+            anyhow::bail!("{field}: {e}");
+        }
+    };
     let repo_url = args
         .repo_url
         .clone()
         .unwrap_or_else(|| format!("https://git.example.com/{}/site.git", plan.site));
     // Seven render steps, then one tick per file written.
     let bar = progress(7);
-    let files = render(&valid, &plan, &repo_url, |what| {
+    let files = render(&valid, &plan, max_nodes, &repo_url, |what| {
         bar.set_message(format!("rendering {what}"));
         bar.inc(1);
     })?;
@@ -217,6 +313,11 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         out: args.out.display().to_string(),
         site: &plan.site,
         gpus: plan.gpus,
+        cells: if cells.len() > 1 {
+            cell_rows(&plan, &cells)
+        } else {
+            Vec::new()
+        },
         files: files
             .iter()
             .map(|f| FileSummary {
@@ -230,6 +331,29 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         let mut text = String::new();
         for f in &summary.files {
             let _ = writeln!(text, "{:>12}  {}", f.bytes, f.path);
+        }
+        if !summary.cells.is_empty() {
+            let _ = writeln!(
+                text,
+                "site {} is {} clusters of at most {} nodes (cells, along spine groups; gitops/cells/, MultiKueue in gitops/manager/):",
+                summary.site,
+                summary.cells.len(),
+                site::grouped(max_nodes.into())
+            );
+            for c in &summary.cells {
+                let _ = writeln!(
+                    text,
+                    "  {}: units {}, {} nodes, {} GPUs, spine groups {}, {} leaf and {} spine switches, compute racks {}",
+                    c.name,
+                    c.unit_range,
+                    site::grouped(c.nodes.into()),
+                    site::grouped(c.gpus),
+                    c.spine_group_range,
+                    c.leaf_switches,
+                    c.spine_switches,
+                    c.rack_range
+                );
+            }
         }
         let _ = writeln!(
             text,
@@ -256,7 +380,14 @@ mod tests {
         let blueprint = parse(example.text()).unwrap();
         let valid = site::validate(&blueprint).unwrap();
         let plan = site::plan(&valid);
-        let files = render(&valid, &plan, "https://git.example.com/site.git", |_| {}).unwrap();
+        let files = render(
+            &valid,
+            &plan,
+            valid.max_nodes(),
+            "https://git.example.com/site.git",
+            |_| {},
+        )
+        .unwrap();
         (plan, files)
     }
 
@@ -317,6 +448,81 @@ mod tests {
         ] {
             assert!(text.contains(expected), "{expected:?} missing in:\n{text}");
         }
+    }
+
+    #[test]
+    fn a_gigafactory_is_rendered_as_cells_that_hold_every_node_and_grant_once() {
+        let (plan, files) = rendered(Example::Gigafactory);
+        let cells: Vec<&File> = files
+            .iter()
+            .filter(|f| f.path.starts_with("gitops/cells/") && f.path.ends_with("/factory.yaml"))
+            .collect();
+        assert_eq!(cells.len(), 7);
+        let mut nodes = 0;
+        for f in &cells {
+            let factory: fabbrica_crds::v1alpha1::Factory =
+                serde_saphyr::from_str(std::str::from_utf8(&f.bytes).unwrap()).unwrap();
+            let expected = factory.spec.gpu_pools[0].expected_nodes;
+            assert!(expected <= site::DEFAULT_MAX_NODES, "{}", f.path);
+            nodes += expected;
+        }
+        assert_eq!(nodes, plan.nodes);
+        // Each tenant's GPUs over the cells add up to its grant; the manager queues the same.
+        let blueprint = parse(Example::Gigafactory.text()).unwrap();
+        let manager = file(&files, "gitops/manager/multikueue.yaml");
+        for tenant in &blueprint.spec.tenants {
+            let mut granted = 0;
+            for f in files
+                .iter()
+                .filter(|f| f.path.ends_with("/base/site/workspaces.yaml"))
+            {
+                let text = std::str::from_utf8(&f.bytes).unwrap();
+                for doc in text.split("\n---\n") {
+                    let ws: fabbrica_crds::v1alpha1::Workspace =
+                        serde_saphyr::from_str(doc).unwrap();
+                    if ws.metadata.name.as_deref() == Some(tenant.name.as_str()) {
+                        granted += ws.spec.gpu_quota[0].gpus;
+                    }
+                }
+            }
+            assert_eq!(granted, tenant.gpus, "{}", tenant.name);
+            assert!(
+                manager.contains(&format!("nominalQuota: '{}'", tenant.gpus))
+                    || manager.contains(&format!("nominalQuota: \"{}\"", tenant.gpus)),
+                "{}: {manager}",
+                tenant.name
+            );
+        }
+        let readme = file(&files, "README.md");
+        assert!(readme.contains("| giga-eu-c07 | su325-su348 |"), "{readme}");
+        assert!(!files.iter().any(|f| f.path.starts_with("gitops/overlays/")));
+    }
+
+    #[test]
+    fn a_limit_above_the_site_renders_it_as_one_cluster() {
+        let blueprint = parse(Example::Gigafactory.text()).unwrap();
+        let valid = site::validate(&blueprint).unwrap();
+        let plan = site::plan(&valid);
+        let files = render(
+            &valid,
+            &plan,
+            plan.nodes,
+            "https://git.example.com/s.git",
+            |_| {},
+        )
+        .unwrap();
+        assert!(
+            !files
+                .iter()
+                .any(|f| f.path.starts_with("gitops/cells/")
+                    || f.path.starts_with("gitops/manager/"))
+        );
+        assert!(!file(&files, "README.md").contains("## Cells"));
+        assert!(
+            files
+                .iter()
+                .any(|f| f.path == "gitops/overlays/production/kustomization.yaml")
+        );
     }
 
     #[test]
@@ -401,6 +607,7 @@ mod tests {
             example: Some(Example::AiFactory),
             out: dir.clone(),
             force,
+            max_nodes_per_cluster: None,
             repo_url: None,
             output: Output::Json,
         };
