@@ -13,6 +13,7 @@ pub mod conventions;
 mod defaults;
 pub mod exports;
 mod fat_tree;
+pub mod fleet;
 mod objects;
 mod sizing;
 mod spec;
@@ -31,7 +32,7 @@ pub use sizing::{
 };
 pub use spec::*;
 pub use switches::{SwitchSpec, switch, switches};
-pub use unknown::{UnknownField, unknown_fields};
+pub use unknown::{UnknownField, unknown_fields, unknown_fleet_fields};
 pub use validate::{ValidBlueprint, validate};
 
 #[cfg(test)]
