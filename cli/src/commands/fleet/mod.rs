@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 mod plan;
 mod render;
-mod status;
+pub mod status;
 
 /// A fleet of sites: `plan`, `render`, `status`.
 #[derive(Debug, clap::Args)]

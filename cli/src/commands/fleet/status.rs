@@ -7,7 +7,7 @@
 //! context with the cell's suffix (`<context>-c01`, `<context>-c02` ...).
 
 use std::fmt::Write as _;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -17,7 +17,7 @@ use fabbrica_crds::v1alpha1::{Factory, Workspace};
 use fabbrica_site::grouped;
 use kube::api::{Api, ListParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
-use kube::{Client, Config};
+use kube::{Client, Config, ResourceExt};
 use serde::Serialize;
 
 use crate::fleet_file::{assemble, base_dir, load, plan, report};
@@ -29,6 +29,9 @@ pub struct Args {
     /// Fleet file (YAML, kind Fleet).
     #[arg(value_name = "FLEET")]
     pub fleet: PathBuf,
+    /// Kubeconfig file holding the sites' contexts; by default `KUBECONFIG` or `~/.kube/config`.
+    #[arg(long, value_name = "FILE")]
+    pub kubeconfig: Option<PathBuf>,
     /// Seconds to wait for each cluster before reporting it unreachable.
     #[arg(long, value_name = "SECONDS", default_value_t = 10)]
     pub timeout: u64,
@@ -60,7 +63,7 @@ pub struct ClusterStatus {
     /// Why not, when it did not.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
-    /// Factories found.
+    /// The site's Factories found (those whose `spec.site.name` is the site's).
     pub factories: u32,
     /// Physical GPUs ready, as the operator reports them.
     pub gpus_ready: u64,
@@ -68,7 +71,7 @@ pub struct ClusterStatus {
     pub gpus_expected: u64,
     /// The GPUs the site's plan builds for this cluster.
     pub gpus_planned: u64,
-    /// Workspaces.
+    /// Workspaces of those Factories.
     pub tenants: u32,
     /// GPU-hours used, over the workspaces with an allocation.
     pub used_gpu_hours: f64,
@@ -106,9 +109,18 @@ pub fn cluster_figures(
     }
 }
 
-async fn read(context: &str, timeout: Duration) -> anyhow::Result<(Vec<Factory>, Vec<Workspace>)> {
-    let kubeconfig =
-        Kubeconfig::read().context("reading the kubeconfig (KUBECONFIG or ~/.kube/config)")?;
+async fn read(
+    kubeconfig: Option<&Path>,
+    context: &str,
+    timeout: Duration,
+) -> anyhow::Result<(Vec<Factory>, Vec<Workspace>)> {
+    let kubeconfig = match kubeconfig {
+        Some(path) => Kubeconfig::read_from(path)
+            .with_context(|| format!("reading the kubeconfig {}", path.display()))?,
+        None => {
+            Kubeconfig::read().context("reading the kubeconfig (KUBECONFIG or ~/.kube/config)")?
+        }
+    };
     let options = KubeConfigOptions {
         context: Some(context.to_owned()),
         ..KubeConfigOptions::default()
@@ -134,27 +146,32 @@ async fn read(context: &str, timeout: Duration) -> anyhow::Result<(Vec<Factory>,
     }
 }
 
-pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let source = args.fleet.display().to_string();
-    let fleet = load(&args.fleet)?;
-    let sites = match assemble(&fleet, &base_dir(&args.fleet)) {
+/// Reads every cluster of the fleet file at `path` through the contexts of `kubeconfig` (by
+/// default `KUBECONFIG` or `~/.kube/config`), or explains on stderr every problem of the file.
+pub fn fleet_status(
+    path: &Path,
+    kubeconfig: Option<&Path>,
+    timeout: Duration,
+) -> anyhow::Result<Option<FleetStatus>> {
+    let source = path.display().to_string();
+    let fleet = load(path)?;
+    let sites = match assemble(&fleet, &base_dir(path)) {
         Ok(sites) => sites,
         Err(problems) => {
             report(&source, &problems);
-            return Ok(ExitCode::from(1));
+            return Ok(None);
         }
     };
     let planned = match plan(&sites, None) {
         Ok(planned) => planned,
         Err(problems) => {
             report(&source, &problems);
-            return Ok(ExitCode::from(1));
+            return Ok(None);
         }
     };
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let timeout = Duration::from_secs(args.timeout.max(1));
     let mut clusters = Vec::new();
     for p in &planned {
         let single = p.cells.len() == 1;
@@ -175,18 +192,35 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 gpus_planned: cell.gpus,
                 ..ClusterStatus::default()
             };
-            match runtime.block_on(read(&context, timeout)) {
+            match runtime.block_on(read(kubeconfig, &context, timeout)) {
                 Ok((factories, workspaces)) => {
-                    cluster_figures(&mut status, &factories, &workspaces)
+                    // The site's own Factories (its cells' too), and their Workspaces.
+                    let factories: Vec<Factory> = factories
+                        .into_iter()
+                        .filter(|f| f.spec.site.name == p.site.name())
+                        .collect();
+                    let names: Vec<String> = factories.iter().map(|f| f.name_any()).collect();
+                    let workspaces: Vec<Workspace> = workspaces
+                        .into_iter()
+                        .filter(|w| names.contains(&w.spec.factory))
+                        .collect();
+                    cluster_figures(&mut status, &factories, &workspaces);
                 }
                 Err(e) => status.error = Some(format!("{e:#}")),
             }
             clusters.push(status);
         }
     }
-    let status = FleetStatus {
+    Ok(Some(FleetStatus {
         fleet: fleet.spec.name.clone(),
         clusters,
+    }))
+}
+
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let timeout = Duration::from_secs(args.timeout.max(1));
+    let Some(status) = fleet_status(&args.fleet, args.kubeconfig.as_deref(), timeout)? else {
+        return Ok(ExitCode::from(1));
     };
     emit(args.output, &status, text)?;
     // Unreachable clusters are shown, not fatal: the exit code says whether all answered.
