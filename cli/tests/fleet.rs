@@ -211,3 +211,45 @@ fn status_shows_a_site_it_cannot_reach_and_still_reads_the_rest() {
         run.stdout
     );
 }
+
+#[test]
+fn a_cell_limit_below_a_spine_group_is_refused_with_the_smallest_valid() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let run = fabbrica(&[
+        "blueprint",
+        "render",
+        "--example",
+        "gigafactory",
+        "--max-nodes-per-cluster",
+        "1000",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert_ne!(run.code, 0);
+    assert!(
+        run.stderr.contains(
+            "--max-nodes-per-cluster: 1000 nodes per cluster is less than one spine group of this fabric (1296 nodes), which a cell never splits; valid: at least 1296"
+        ),
+        "{}",
+        run.stderr
+    );
+    assert!(!out.exists(), "nothing is written");
+
+    // The same limit in a blueprint file, as `validate` reads it.
+    let text = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../blueprints/sites/gigafactory.yaml"),
+    )
+    .unwrap()
+    .replace("  facility:\n", "  cells: {maxNodes: 1000}\n  facility:\n");
+    let file = dir.path().join("giga.yaml");
+    std::fs::write(&file, text).unwrap();
+    let run = fabbrica(&["validate", file.to_str().unwrap()]);
+    assert_eq!(run.code, 1);
+    assert!(
+        run.stdout
+            .contains("spec.cells.maxNodes: 1000 nodes per cluster"),
+        "{}",
+        run.stdout
+    );
+}
