@@ -17,6 +17,7 @@ fn main() -> anyhow::Result<()> {
     let files = render(
         &valid,
         &plan,
+        valid.max_nodes(),
         "https://git.example.com/giga-eu/site.git",
         |_| {},
     )?;

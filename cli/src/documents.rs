@@ -6,6 +6,7 @@ use std::path::Path;
 use fabbrica_crds::v1alpha1::{Factory, JupyterEnvironment, Workspace};
 use fabbrica_crds::validation::Problems;
 use fabbrica_site::SiteBlueprint;
+use fabbrica_site::fleet::{FLEET_KIND, Fleet};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
@@ -21,6 +22,8 @@ pub enum Object {
     JupyterEnvironment(Box<JupyterEnvironment>),
     /// A site blueprint (the CLI's input, not a cluster object).
     SiteBlueprint(Box<SiteBlueprint>),
+    /// A fleet of sites (the CLI's input, not a cluster object).
+    Fleet(Box<Fleet>),
 }
 
 /// One document of one file.
@@ -137,10 +140,11 @@ fn read_document(file: &str, index: usize, value: Value) -> (Document, Vec<Locat
     };
     let kind = text(&value, "kind");
     let api_version = text(&value, "apiVersion");
-    // A site blueprint has no metadata; its site names it.
+    // A site blueprint and a fleet have no metadata; their spec names them.
     let name = value
         .pointer("/metadata/name")
         .or_else(|| value.pointer("/spec/site/name"))
+        .or_else(|| value.pointer("/spec/name"))
         .and_then(Value::as_str)
         .unwrap_or("<unnamed>");
     let label = if kind.is_empty() {
@@ -159,6 +163,7 @@ fn read_document(file: &str, index: usize, value: Value) -> (Document, Vec<Locat
     // The API server's rules for names, which no schema states.
     let mut name_problems = Vec::new();
     if kind != fabbrica_site::KIND
+        && kind != FLEET_KIND
         && let Err(Problems(found)) = fabbrica_crds::validation::validate_object_name(
             &kind,
             value.pointer("/metadata/name").and_then(Value::as_str),
@@ -203,10 +208,16 @@ fn read_document(file: &str, index: usize, value: Value) -> (Document, Vec<Locat
                 }
                 typed::<SiteBlueprint>(value).map(|o| Object::SiteBlueprint(Box::new(o)))
             }
+            FLEET_KIND => {
+                for unknown in fabbrica_site::unknown_fleet_fields(&value) {
+                    problems.push(locate(unknown.path.clone(), unknown.message()));
+                }
+                typed::<Fleet>(value).map(|o| Object::Fleet(Box::new(o)))
+            }
             other => Err((
                 "kind".to_owned(),
                 format!(
-                    "{other:?} is not a fabbrica kind; valid: Factory, Workspace, JupyterEnvironment, SiteBlueprint"
+                    "{other:?} is not a fabbrica kind; valid: Factory, Workspace, JupyterEnvironment, SiteBlueprint, Fleet"
                 ),
             )),
         };

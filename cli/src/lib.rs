@@ -8,9 +8,11 @@ use clap::{Parser, Subcommand};
 pub mod blueprint_file;
 pub mod commands;
 pub mod documents;
+pub mod fleet_file;
 pub mod output;
 pub mod schema;
 pub mod site_args;
+pub mod site_render;
 pub mod yaml;
 
 /// Infrastructure-as-code for AI Factories and Gigafactories.
@@ -36,6 +38,8 @@ pub enum Command {
     Status(commands::status::Args),
     /// GPU-hours used per workspace and month, from a live cluster (text, csv or json).
     Usage(commands::usage::Args),
+    /// Many sites at once: plan a fleet, render every site, read every site's cluster.
+    Fleet(commands::fleet::Args),
 }
 
 /// Runs a parsed command line; the exit code says whether the input was valid.
@@ -47,6 +51,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Blueprint(args) => commands::blueprint::run(args),
         Command::Status(args) => commands::status::run(args),
         Command::Usage(args) => commands::usage::run(args),
+        Command::Fleet(args) => commands::fleet::run(args),
     }
 }
 

@@ -208,5 +208,6 @@ pub fn new_site(site: &NewSite) -> SiteBlueprint {
                 SiteTier::Gigafactory => 1.15,
             },
         },
+        cells: None,
     })
 }

@@ -8,10 +8,12 @@
 //! then [`build`] its objects and export its fabric from the plan.
 
 mod cabling;
+pub mod cells;
 pub mod conventions;
 mod defaults;
 pub mod exports;
 mod fat_tree;
+pub mod fleet;
 mod objects;
 mod sizing;
 mod spec;
@@ -20,6 +22,7 @@ mod unknown;
 mod validate;
 
 pub use cabling::{Cable, CableKind, Names, for_each_cable};
+pub use cells::{Cell, DEFAULT_MAX_NODES, LimitTooSmall};
 pub use defaults::{NewSite, new_site, tebibytes};
 pub use fat_tree::{FatTree, TooLarge};
 pub use objects::{Refused, SiteObjects, build};
@@ -29,7 +32,7 @@ pub use sizing::{
 };
 pub use spec::*;
 pub use switches::{SwitchSpec, switch, switches};
-pub use unknown::{UnknownField, unknown_fields};
+pub use unknown::{UnknownField, unknown_fields, unknown_fleet_fields};
 pub use validate::{ValidBlueprint, validate};
 
 #[cfg(test)]

@@ -52,6 +52,21 @@ pub struct SiteBlueprintSpec {
     /// The data centre: power usage effectiveness.
     #[serde(default)]
     pub facility: Facility,
+    /// How a site too large for one Kubernetes cluster is split into cluster cells; the
+    /// default limit (5,000 Nodes, what one cluster is tested to upstream) when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cells: Option<Cells>,
+}
+
+/// Cluster cells: a site of more GPU Nodes than one cluster holds is rendered as several
+/// clusters, split along its fabric (whole spine groups, so whole scalable units, leaf groups
+/// and NVLink domains).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Cells {
+    /// The most GPU Nodes one cluster (cell) holds; 5,000 by default.
+    #[schemars(range(min = 1))]
+    pub max_nodes: u32,
 }
 
 /// The GPU systems of the site.

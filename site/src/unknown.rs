@@ -9,6 +9,7 @@ use std::sync::LazyLock;
 
 use serde_json::Value;
 
+use crate::fleet::Fleet;
 use crate::spec::SiteBlueprint;
 
 /// A field no part of the blueprint reads.
@@ -46,8 +47,21 @@ enum Segment {
 /// Every field of `document` that reading it as a [`SiteBlueprint`] ignores, in document order.
 /// A document that is not a blueprint at all yields nothing; parsing it reports that.
 pub fn unknown_fields(document: &Value) -> Vec<UnknownField> {
+    unknown_in::<SiteBlueprint>(document, &SCHEMA)
+}
+
+/// Every field of `document` that reading it as a [`Fleet`] ignores (the parts a fleet shares
+/// with the custom resources: the notebook catalog, each inline blueprint's site and tiers ...).
+pub fn unknown_fleet_fields(document: &Value) -> Vec<UnknownField> {
+    unknown_in::<Fleet>(document, &FLEET_SCHEMA)
+}
+
+fn unknown_in<T: serde::de::DeserializeOwned>(
+    document: &Value,
+    schema: &Value,
+) -> Vec<UnknownField> {
     let mut ignored = Vec::new();
-    let read: Result<SiteBlueprint, _> = serde_ignored::deserialize(document.clone(), |path| {
+    let read: Result<T, _> = serde_ignored::deserialize(document.clone(), |path| {
         let mut segments = Vec::new();
         collect(&path, &mut segments);
         ignored.push(segments);
@@ -61,7 +75,7 @@ pub fn unknown_fields(document: &Value) -> Vec<UnknownField> {
             let parent = &segments[..segments.len().saturating_sub(1)];
             UnknownField {
                 path: dotted(&segments),
-                valid: valid_fields(parent),
+                valid: valid_fields(schema, parent),
             }
         })
         .collect()
@@ -108,9 +122,12 @@ static SCHEMA: LazyLock<Value> = LazyLock::new(|| {
     serde_json::to_value(schemars::schema_for!(SiteBlueprint)).unwrap_or(Value::Null)
 });
 
+/// The fleet's JSON Schema.
+static FLEET_SCHEMA: LazyLock<Value> =
+    LazyLock::new(|| serde_json::to_value(schemars::schema_for!(Fleet)).unwrap_or(Value::Null));
+
 /// The property names the schema allows at `parent`, sorted.
-fn valid_fields(parent: &[Segment]) -> Vec<String> {
-    let root = &*SCHEMA;
+fn valid_fields(root: &Value, parent: &[Segment]) -> Vec<String> {
     let mut node = Some(root);
     for segment in parent {
         node = node.and_then(|n| match segment {

@@ -8,6 +8,7 @@ use fabbrica_crds::catalog::{self, SystemSpec};
 use fabbrica_crds::quantity;
 use fabbrica_crds::validation::{Problem, Problems};
 
+use crate::cells::{self, Cell, DEFAULT_MAX_NODES, LimitTooSmall};
 use crate::conventions::{BLUEPRINT_POOL, MAX_TENANTS};
 use crate::fat_tree::FatTree;
 use crate::spec::{API_VERSION, KIND, SiteBlueprint, SiteBlueprintSpec};
@@ -48,6 +49,26 @@ impl<'a> ValidBlueprint<'a> {
     /// The compute fabric's fat tree.
     pub fn tree(&self) -> &FatTree {
         &self.tree
+    }
+
+    /// The most GPU Nodes one cluster cell holds: the blueprint's `spec.cells.maxNodes`, or
+    /// [`DEFAULT_MAX_NODES`].
+    pub fn max_nodes(&self) -> u32 {
+        self.spec()
+            .cells
+            .as_ref()
+            .map_or(DEFAULT_MAX_NODES, |c| c.max_nodes)
+    }
+
+    /// The site's cluster cells under `max_nodes` (see [`crate::cells`]).
+    pub fn cells(&self, max_nodes: u32) -> Result<Vec<Cell>, LimitTooSmall> {
+        cells::split(
+            &self.spec().site.name,
+            &self.tree,
+            self.system.gpus_per_node,
+            self.system.nodes_per_rack,
+            max_nodes,
+        )
     }
 }
 
@@ -424,6 +445,23 @@ pub fn validate(blueprint: &SiteBlueprint) -> Result<ValidBlueprint<'_>, Problem
                     tier.name
                 ),
             );
+        }
+    }
+    if let (Some(cells), Some(tree)) = (&spec.cells, &tree) {
+        if cells.max_nodes == 0 {
+            push(
+                &mut p,
+                "spec.cells.maxNodes",
+                "0 nodes per cluster; valid: at least 1 (5000 by default)",
+            );
+        } else if let Err(e) = cells::split(
+            &spec.site.name,
+            tree,
+            system.gpus_per_node,
+            system.nodes_per_rack,
+            cells.max_nodes,
+        ) {
+            push(&mut p, "spec.cells.maxNodes", e.to_string());
         }
     }
     let pue = spec.facility.pue;

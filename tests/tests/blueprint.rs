@@ -22,11 +22,21 @@ fn render(example: &str) -> anyhow::Result<std::path::PathBuf> {
     Ok(out)
 }
 
-/// Every folder under `gitops/overlays` with a kustomization.yaml (an environment's site, and
-/// its notebooks beneath it).
+/// Every overlay with a kustomization.yaml (an environment's site, and its notebooks beneath
+/// it) under `gitops/overlays`, or each cell's `gitops/cells/*/overlays`.
 fn overlays(site: &Path) -> anyhow::Result<Vec<std::path::PathBuf>> {
+    let mut roots = vec![site.join("gitops")];
+    if let Ok(cells) = std::fs::read_dir(site.join("gitops/cells")) {
+        for cell in cells {
+            roots.push(cell?.path());
+        }
+    }
     let mut dirs = Vec::new();
-    let mut pending = vec![site.join("gitops/overlays")];
+    let mut pending: Vec<_> = roots
+        .iter()
+        .map(|r| r.join("overlays"))
+        .filter(|d| d.is_dir())
+        .collect();
     while let Some(dir) = pending.pop() {
         for entry in std::fs::read_dir(&dir)? {
             let path = entry?.path();

@@ -2,6 +2,7 @@
 
 pub mod blueprint;
 pub mod crds;
+pub mod fleet;
 pub mod plan;
 pub mod status;
 pub mod usage;

@@ -12,7 +12,7 @@ use serde::Serialize;
 use crate::documents::{self, Document, Located, Object};
 use crate::output::{Output, emit};
 
-/// Check Factory, Workspace, JupyterEnvironment and SiteBlueprint specs and list every problem.
+/// Check Factory, Workspace, JupyterEnvironment, SiteBlueprint and Fleet specs and list every problem.
 ///
 /// Checks what the API server would (types, enums, ranges, patterns) and what it
 /// cannot (rules across fields and objects, the GPU catalog, quotas). Objects are
@@ -191,6 +191,19 @@ fn check_objects(documents: &[Document]) -> Vec<Located> {
                 }
             }
             Some(Object::SiteBlueprint(b)) => report(d, fabbrica_site::validate(b).map(|_| ())),
+            Some(Object::Fleet(fleet)) => {
+                // A fleet's site paths are relative to its file.
+                let dir = crate::fleet_file::base_dir(std::path::Path::new(&d.file));
+                let problems = crate::fleet_file::problems(fleet, &dir);
+                report(
+                    d,
+                    if problems.is_empty() {
+                        Ok(())
+                    } else {
+                        Err(Problems(problems))
+                    },
+                );
+            }
             None => {}
         }
     }

@@ -3,13 +3,8 @@
 
 use std::process::ExitCode;
 
-mod bom;
-mod gitops;
 mod new;
 pub mod render;
-mod site_yaml;
-mod svg;
-mod templates;
 
 /// Site blueprints: `new` writes one, `render` turns one into a repository.
 #[derive(Debug, clap::Args)]

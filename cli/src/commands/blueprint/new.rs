@@ -6,8 +6,8 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use fabbrica_site as site;
 
-use super::site_yaml::commented;
 use crate::site_args::SiteFlags;
+use crate::site_render::site_yaml::commented;
 
 /// Write a site blueprint for a tier, GPU count and system.
 #[derive(Debug, clap::Args)]

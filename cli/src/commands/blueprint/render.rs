@@ -4,20 +4,16 @@
 //! directory unless told to.
 
 use std::fmt::Write as _;
-use std::io::IsTerminal;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::Context as _;
-use fabbrica_site::exports::{cabling_csv, topology_conf, topology_json};
-use fabbrica_site::{self as site, Plan, ValidBlueprint};
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use fabbrica_site as site;
 use serde::Serialize;
 
-use super::site_yaml::commented;
-use super::{bom, gitops, svg, templates};
 use crate::blueprint_file::{load, parse, plan_or_report};
 use crate::output::{Output, emit};
+pub use crate::site_render::{CellRow, File, cell_rows, render};
+use crate::site_render::{is_empty_dir, progress, write};
 
 /// Render a site into a GitOps repository.
 #[derive(Debug, clap::Args)]
@@ -38,6 +34,11 @@ pub struct Args {
     /// Write into a non-empty directory, overwriting the files the render produces.
     #[arg(long)]
     pub force: bool,
+    /// The most GPU Nodes one cluster holds; a larger site is rendered as several clusters
+    /// (cells) split along its fabric. Overrides the blueprint's `spec.cells.maxNodes`
+    /// (default 5000).
+    #[arg(long, value_name = "NODES", value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_nodes_per_cluster: Option<u32>,
     /// Git URL the rendered repository will be pushed to; Argo CD and Flux sync from it.
     #[arg(long, value_name = "URL", env = "FABBRICA_REPO_URL")]
     pub repo_url: Option<String>,
@@ -72,13 +73,10 @@ impl Example {
     }
 }
 
-/// One rendered file.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct File {
-    /// Path relative to the output directory, `/`-separated.
-    pub path: String,
-    /// Contents.
-    pub bytes: Vec<u8>,
+#[derive(Debug, Serialize)]
+struct FileSummary<'a> {
+    path: &'a str,
+    bytes: u64,
 }
 
 /// What `-o json` reports.
@@ -88,88 +86,11 @@ struct Summary<'a> {
     out: String,
     site: &'a str,
     gpus: u64,
+    /// The cluster cells, when the site is more than one.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    cells: Vec<CellRow>,
     files: Vec<FileSummary<'a>>,
     total_bytes: u64,
-}
-
-#[derive(Debug, Serialize)]
-struct FileSummary<'a> {
-    path: &'a str,
-    bytes: u64,
-}
-
-/// Renders every file of a site, sorted by path; `step` is told what is being rendered.
-pub fn render(
-    blueprint: &ValidBlueprint<'_>,
-    plan: &Plan,
-    repo_url: &str,
-    mut step: impl FnMut(&str),
-) -> anyhow::Result<Vec<File>> {
-    let objects = site::build(blueprint, plan);
-    // The operator's own validation, so a render never commits what the cluster would refuse.
-    objects.check()?;
-    let mut files = Vec::new();
-    let mut add = |path: &str, bytes: Vec<u8>| {
-        files.push(File {
-            path: path.to_owned(),
-            bytes,
-        })
-    };
-    step("site.yaml");
-    add(
-        "site.yaml",
-        commented(blueprint, plan, "site.yaml")?.into_bytes(),
-    );
-    step("cabling.csv");
-    add("cabling.csv", cabling_csv(&plan.compute_fabric.tree)?);
-    step("topology");
-    add(
-        "topology.conf",
-        topology_conf(&plan.site, &plan.compute_fabric.tree).into_bytes(),
-    );
-    add("topology.json", topology_json(plan)?);
-    step("bill of materials");
-    add("bom.csv", bom::csv(plan)?);
-    step("diagrams");
-    add("fabric.svg", svg::fabric(plan).into_bytes());
-    add("racks.svg", svg::racks(plan).into_bytes());
-    step("gitops");
-    for (path, text) in gitops::files(plan, &objects, repo_url)? {
-        add(&path, text.into_bytes());
-    }
-    step("README.md");
-    let mut context = tera::Context::new();
-    context.insert("plan", plan);
-    context.insert("bom", &bom::lines(plan));
-    context.insert("tenants", &blueprint.spec().tenants);
-    context.insert("version", env!("CARGO_PKG_VERSION"));
-    add(
-        "README.md",
-        templates::render("README.md", &context)?.into_bytes(),
-    );
-    files.sort_by(|a, b| a.path.cmp(&b.path));
-    Ok(files)
-}
-
-fn is_empty_dir(dir: &Path) -> anyhow::Result<bool> {
-    match std::fs::read_dir(dir) {
-        Ok(mut entries) => Ok(entries.next().is_none()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(true),
-        Err(e) => Err(e).with_context(|| format!("reading {}", dir.display())),
-    }
-}
-
-fn progress(len: u64) -> ProgressBar {
-    if !std::io::stderr().is_terminal() {
-        return ProgressBar::hidden();
-    }
-    let bar = ProgressBar::with_draw_target(Some(len), ProgressDrawTarget::stderr());
-    bar.set_style(
-        ProgressStyle::with_template("{spinner} [{bar:30}] {pos}/{len} {msg}")
-            .expect("a valid template")
-            .progress_chars("=> "),
-    );
-    bar
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
@@ -190,33 +111,40 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let Some((valid, plan)) = plan_or_report(&blueprint, &source) else {
         return Ok(ExitCode::from(1));
     };
+    let max_nodes = args.max_nodes_per_cluster.unwrap_or(valid.max_nodes());
+    let cells = match valid.cells(max_nodes) {
+        Ok(cells) => cells,
+        Err(e) => {
+            let field = if args.max_nodes_per_cluster.is_some() {
+                "--max-nodes-per-cluster".to_owned()
+            } else {
+                format!("{source}: spec.cells.maxNodes")
+            };
+            anyhow::bail!("{field}: {e}");
+        }
+    };
     let repo_url = args
         .repo_url
         .clone()
         .unwrap_or_else(|| format!("https://git.example.com/{}/site.git", plan.site));
     // Seven render steps, then one tick per file written.
     let bar = progress(7);
-    let files = render(&valid, &plan, &repo_url, |what| {
+    let files = render(&valid, &plan, max_nodes, &repo_url, |what| {
         bar.set_message(format!("rendering {what}"));
         bar.inc(1);
     })?;
     bar.set_length(7 + files.len() as u64);
-    for file in &files {
-        bar.set_message(format!("writing {}", file.path));
-        let path = args.out.join(&file.path);
-        if let Some(parent) = path.parent() {
-            std::fs::create_dir_all(parent)
-                .with_context(|| format!("creating {}", parent.display()))?;
-        }
-        std::fs::write(&path, &file.bytes)
-            .with_context(|| format!("writing {}", path.display()))?;
-        bar.inc(1);
-    }
+    write(&args.out, &files, &bar)?;
     bar.finish_and_clear();
     let summary = Summary {
         out: args.out.display().to_string(),
         site: &plan.site,
         gpus: plan.gpus,
+        cells: if cells.len() > 1 {
+            cell_rows(&plan, &cells)
+        } else {
+            Vec::new()
+        },
         files: files
             .iter()
             .map(|f| FileSummary {
@@ -230,6 +158,29 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         let mut text = String::new();
         for f in &summary.files {
             let _ = writeln!(text, "{:>12}  {}", f.bytes, f.path);
+        }
+        if !summary.cells.is_empty() {
+            let _ = writeln!(
+                text,
+                "site {} is {} clusters of at most {} nodes (cells, along spine groups; gitops/cells/, MultiKueue in gitops/manager/):",
+                summary.site,
+                summary.cells.len(),
+                site::grouped(max_nodes.into())
+            );
+            for c in &summary.cells {
+                let _ = writeln!(
+                    text,
+                    "  {}: units {}, {} nodes, {} GPUs, spine groups {}, {} leaf and {} spine switches, compute racks {}",
+                    c.name,
+                    c.unit_range,
+                    site::grouped(c.nodes.into()),
+                    site::grouped(c.gpus),
+                    c.spine_group_range,
+                    c.leaf_switches,
+                    c.spine_switches,
+                    c.rack_range
+                );
+            }
         }
         let _ = writeln!(
             text,
@@ -250,13 +201,21 @@ mod tests {
     use fabbrica_crds::crd;
 
     use super::*;
-    use crate::commands::blueprint::svg::drawn_units;
+    use crate::site_render::svg::drawn_units;
+    use fabbrica_site::Plan;
 
     fn rendered(example: Example) -> (Plan, Vec<File>) {
         let blueprint = parse(example.text()).unwrap();
         let valid = site::validate(&blueprint).unwrap();
         let plan = site::plan(&valid);
-        let files = render(&valid, &plan, "https://git.example.com/site.git", |_| {}).unwrap();
+        let files = render(
+            &valid,
+            &plan,
+            valid.max_nodes(),
+            "https://git.example.com/site.git",
+            |_| {},
+        )
+        .unwrap();
         (plan, files)
     }
 
@@ -317,6 +276,81 @@ mod tests {
         ] {
             assert!(text.contains(expected), "{expected:?} missing in:\n{text}");
         }
+    }
+
+    #[test]
+    fn a_gigafactory_is_rendered_as_cells_that_hold_every_node_and_grant_once() {
+        let (plan, files) = rendered(Example::Gigafactory);
+        let cells: Vec<&File> = files
+            .iter()
+            .filter(|f| f.path.starts_with("gitops/cells/") && f.path.ends_with("/factory.yaml"))
+            .collect();
+        assert_eq!(cells.len(), 7);
+        let mut nodes = 0;
+        for f in &cells {
+            let factory: fabbrica_crds::v1alpha1::Factory =
+                serde_saphyr::from_str(std::str::from_utf8(&f.bytes).unwrap()).unwrap();
+            let expected = factory.spec.gpu_pools[0].expected_nodes;
+            assert!(expected <= site::DEFAULT_MAX_NODES, "{}", f.path);
+            nodes += expected;
+        }
+        assert_eq!(nodes, plan.nodes);
+        // Each tenant's GPUs over the cells add up to its grant; the manager queues the same.
+        let blueprint = parse(Example::Gigafactory.text()).unwrap();
+        let manager = file(&files, "gitops/manager/multikueue.yaml");
+        for tenant in &blueprint.spec.tenants {
+            let mut granted = 0;
+            for f in files
+                .iter()
+                .filter(|f| f.path.ends_with("/base/site/workspaces.yaml"))
+            {
+                let text = std::str::from_utf8(&f.bytes).unwrap();
+                for doc in text.split("\n---\n") {
+                    let ws: fabbrica_crds::v1alpha1::Workspace =
+                        serde_saphyr::from_str(doc).unwrap();
+                    if ws.metadata.name.as_deref() == Some(tenant.name.as_str()) {
+                        granted += ws.spec.gpu_quota[0].gpus;
+                    }
+                }
+            }
+            assert_eq!(granted, tenant.gpus, "{}", tenant.name);
+            assert!(
+                manager.contains(&format!("nominalQuota: '{}'", tenant.gpus))
+                    || manager.contains(&format!("nominalQuota: \"{}\"", tenant.gpus)),
+                "{}: {manager}",
+                tenant.name
+            );
+        }
+        let readme = file(&files, "README.md");
+        assert!(readme.contains("| giga-eu-c07 | su325-su348 |"), "{readme}");
+        assert!(!files.iter().any(|f| f.path.starts_with("gitops/overlays/")));
+    }
+
+    #[test]
+    fn a_limit_above_the_site_renders_it_as_one_cluster() {
+        let blueprint = parse(Example::Gigafactory.text()).unwrap();
+        let valid = site::validate(&blueprint).unwrap();
+        let plan = site::plan(&valid);
+        let files = render(
+            &valid,
+            &plan,
+            plan.nodes,
+            "https://git.example.com/s.git",
+            |_| {},
+        )
+        .unwrap();
+        assert!(
+            !files
+                .iter()
+                .any(|f| f.path.starts_with("gitops/cells/")
+                    || f.path.starts_with("gitops/manager/"))
+        );
+        assert!(!file(&files, "README.md").contains("## Cells"));
+        assert!(
+            files
+                .iter()
+                .any(|f| f.path == "gitops/overlays/production/kustomization.yaml")
+        );
     }
 
     #[test]
@@ -401,6 +435,7 @@ mod tests {
             example: Some(Example::AiFactory),
             out: dir.clone(),
             force,
+            max_nodes_per_cluster: None,
             repo_url: None,
             output: Output::Json,
         };

@@ -11,6 +11,8 @@
 
 use std::collections::BTreeMap;
 
+pub mod multikueue;
+
 use k8s_openapi::api::core::v1::Toleration;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use serde_json::{Value, json};

@@ -3,8 +3,9 @@
 
 use std::collections::BTreeMap;
 
+use fabbrica_crds::kueue::multikueue::{self, ManagedTenant};
 use fabbrica_crds::{crd, kueue, labels};
-use fabbrica_site::{Plan, SiteObjects};
+use fabbrica_site::{Cell, Plan, SiteObjects};
 use serde::Serialize;
 
 use super::templates;
@@ -49,29 +50,103 @@ fn kueue_objects(objects: &SiteObjects) -> Vec<serde_json::Value> {
     out
 }
 
-/// Files under `gitops/`, as (path, contents), in a fixed order.
+/// The CRDs, shared by every cluster of the site.
+const CRDS: &str = "gitops/base/crds";
+
+/// Files under `gitops/`, as (path, contents), in a fixed order: the CRDs, then each cell's
+/// entry (for a site of one cell, the entry is `gitops/` itself), then, for a site of several
+/// cells, the management cluster's MultiKueue setup in `gitops/manager/`.
 pub fn files(
     plan: &Plan,
-    objects: &SiteObjects,
+    cells: &[(Cell, SiteObjects)],
     repo_url: &str,
 ) -> anyhow::Result<Vec<(String, String)>> {
-    let site = &plan.site;
     let mut files = Vec::new();
     files.push((
-        "gitops/base/crds/kustomization.yaml".to_owned(),
+        format!("{CRDS}/kustomization.yaml"),
         "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\n# Argo CD applies the CRDs before anything that uses them.\ncommonAnnotations:\n  argocd.argoproj.io/sync-wave: \"-2\"\nresources:\n  - crds.yaml\n"
             .to_owned(),
     ));
-    files.push(("gitops/base/crds/crds.yaml".to_owned(), crd::all_yaml()));
+    files.push((format!("{CRDS}/crds.yaml"), crd::all_yaml()));
+    if let [(cell, objects)] = cells {
+        entry(&mut files, "gitops", cell, plan, objects, repo_url)?;
+    } else {
+        for (cell, objects) in cells {
+            let root = format!("gitops/cells/{}", cell.name);
+            entry(&mut files, &root, cell, plan, objects, repo_url)?;
+        }
+        files.extend(manager(plan, cells)?);
+    }
+    Ok(files)
+}
+
+/// `gitops/manager/`: MultiKueue on a management cluster, one worker per cell.
+fn manager(plan: &Plan, cells: &[(Cell, SiteObjects)]) -> anyhow::Result<Vec<(String, String)>> {
+    let clusters: Vec<String> = cells.iter().map(|(c, _)| c.name.clone()).collect();
+    let tenants: Vec<ManagedTenant> = cells
+        .first()
+        .map(|(_, objects)| &objects.workspaces)
+        .into_iter()
+        .flatten()
+        .map(|w| ManagedTenant {
+            workspace: w.metadata.name.clone().unwrap_or_default(),
+            namespace: w.spec.namespace.clone(),
+            gpus: cells
+                .iter()
+                .flat_map(|(_, o)| &o.workspaces)
+                .filter(|o| o.metadata.name == w.metadata.name)
+                .flat_map(|o| &o.spec.gpu_quota)
+                .map(|q| u64::from(q.gpus))
+                .sum(),
+        })
+        .collect();
+    let site = &plan.site;
+    let secrets: Vec<String> = clusters
+        .iter()
+        .map(|c| format!("#   {}", multikueue::kubeconfig_secret(c)))
+        .collect();
+    Ok(vec![
+        (
+            "gitops/manager/kustomization.yaml".to_owned(),
+            format!(
+                "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\n# The management cluster of site {site}: Kueue's MultiKueue dispatches each tenant's jobs to a\n# cell with capacity under the tenant's grant there. Install Kueue (0.17 or newer) on the manager\n# and on every cell, then create in {ns} one Secret per cell, key {key}, holding a\n# kubeconfig for that cell's Kueue (never rendered: it is a credential):\n{secrets}\nresources:\n  - multikueue.yaml\n",
+                ns = multikueue::KUEUE_NAMESPACE,
+                key = multikueue::KUBECONFIG_KEY,
+                secrets = secrets.join("\n"),
+            ),
+        ),
+        (
+            "gitops/manager/multikueue.yaml".to_owned(),
+            yaml_stream(
+                &format!(
+                    "MultiKueue for site {site}: a MultiKueueCluster per cell, their MultiKueueConfig and AdmissionCheck, and per tenant a Namespace, a ClusterQueue of its GPUs over every cell and the LocalQueue it submits to."
+                ),
+                &multikueue::build_manager(site, &clusters, &tenants),
+            )?,
+        ),
+    ])
+}
+
+/// One cluster's entry under `root`: its base (objects, Kueue), overlays, Argo CD and Flux.
+fn entry(
+    files: &mut Vec<(String, String)>,
+    root: &str,
+    cell: &Cell,
+    plan: &Plan,
+    objects: &SiteObjects,
+    repo_url: &str,
+) -> anyhow::Result<()> {
+    let site = &cell.name;
+    let nodes = cell.nodes;
     let mut site_resources = vec!["factory.yaml"];
     files.push((
-        "gitops/base/site/factory.yaml".to_owned(),
+        format!("{root}/base/site/factory.yaml"),
         yaml_stream(&format!("The Factory of site {site}."), &[&objects.factory])?,
     ));
     if !objects.workspaces.is_empty() {
         site_resources.push("workspaces.yaml");
         files.push((
-            "gitops/base/site/workspaces.yaml".to_owned(),
+            format!("{root}/base/site/workspaces.yaml"),
             yaml_stream(
                 "One Workspace per tenant: namespace, members, quotas, fabric partition.",
                 &objects.workspaces,
@@ -85,12 +160,12 @@ pub fn files(
     let notebooks = !objects.notebooks.is_empty();
     if notebooks {
         files.push((
-            "gitops/base/notebooks/kustomization.yaml".to_owned(),
+            format!("{root}/base/notebooks/kustomization.yaml"),
             "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\n# Synced after the site: the namespaces come from its Workspaces.\ncommonAnnotations:\n  argocd.argoproj.io/sync-wave: \"1\"\nresources:\n  - notebooks.yaml\n"
                 .to_owned(),
         ));
         files.push((
-            "gitops/base/notebooks/notebooks.yaml".to_owned(),
+            format!("{root}/base/notebooks/notebooks.yaml"),
             yaml_stream(
                 "Each tenant's starter JupyterEnvironment, in the tenant's namespace.",
                 &objects.notebooks,
@@ -98,12 +173,12 @@ pub fn files(
         ));
     }
     files.push((
-        "gitops/base/kueue/kustomization.yaml".to_owned(),
+        format!("{root}/base/kueue/kustomization.yaml"),
         "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\n# Kueue's Topology of the fabric and a ResourceFlavor per pool: what the operator writes\n# where Kueue (0.14 or newer) is installed. Add ../../base/kueue to an overlay's resources to\n# manage them from Git as well.\ncommonAnnotations:\n  argocd.argoproj.io/sync-wave: \"0\"\nresources:\n  - kueue.yaml\n"
             .to_owned(),
     ));
     files.push((
-        "gitops/base/kueue/kueue.yaml".to_owned(),
+        format!("{root}/base/kueue/kueue.yaml"),
         yaml_stream(
             "Kueue's Topology (scalable unit, leaf group, NVLink domain where the GPU system has multi-node NVLink, Node) and one ResourceFlavor per pool that names it.",
             &kueue_objects(objects),
@@ -116,7 +191,7 @@ pub fn files(
         kustomization.push_str(&format!("  - {r}\n"));
     }
     files.push((
-        "gitops/base/site/kustomization.yaml".to_owned(),
+        format!("{root}/base/site/kustomization.yaml"),
         kustomization,
     ));
     for env in ENVIRONMENTS {
@@ -126,7 +201,7 @@ pub fn files(
         if env == "staging" {
             // A staging cluster holds one scalable unit: the pool expects that many nodes,
             // and every tenant's GPU quota shrinks in proportion so it still fits the pool.
-            let staged = plan.nodes_per_scalable_unit.min(plan.nodes);
+            let staged = plan.nodes_per_scalable_unit.min(nodes);
             overlay.push_str(&format!(
                 "patches:\n  - target: {{group: fabbrica.io, version: v1alpha1, kind: Factory, name: {site}}}\n    patch: |-\n      - op: replace\n        path: /spec/gpuPools/0/expectedNodes\n        value: {staged}\n"
             ));
@@ -135,7 +210,7 @@ pub fn files(
                 let mut ops = String::new();
                 for (i, quota) in workspace.spec.gpu_quota.iter().enumerate() {
                     let scaled = (u64::from(quota.gpus) * u64::from(staged)
-                        / u64::from(plan.nodes.max(1)))
+                        / u64::from(nodes.max(1)))
                     .max(1);
                     ops.push_str(&format!(
                         "      - op: replace\n        path: /spec/gpuQuota/{i}/gpus\n        value: {scaled}\n"
@@ -148,10 +223,10 @@ pub fn files(
                 }
             }
         }
-        files.push((format!("gitops/overlays/{env}/kustomization.yaml"), overlay));
+        files.push((format!("{root}/overlays/{env}/kustomization.yaml"), overlay));
         if notebooks {
             files.push((
-                format!("gitops/overlays/{env}/notebooks/kustomization.yaml"),
+                format!("{root}/overlays/{env}/notebooks/kustomization.yaml"),
                 format!(
                     "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nresources:\n  - ../../../base/notebooks\nlabels:\n  - pairs:\n      fabbrica.io/environment: {env}\n"
                 ),
@@ -160,6 +235,8 @@ pub fn files(
         let mut context = tera::Context::new();
         context.insert("site", site);
         context.insert("env", env);
+        context.insert("root", root);
+        context.insert("crds", CRDS);
         context.insert("repo_url", repo_url);
         context.insert("chart_repo_url", CHART_REPO_URL);
         context.insert("chart_path", CHART_PATH);
@@ -174,20 +251,20 @@ pub fn files(
         context.insert("notebooks", &notebooks);
         let argocd = templates::render("argocd.yaml", &context)?;
         // The app-of-apps file holds the root; its folder holds the children it syncs.
-        let (root, children) = argocd
+        let (app, children) = argocd
             .split_once("---\n")
             .expect("the Argo CD template has a root and children");
-        files.push((format!("gitops/argocd/{env}.yaml"), root.to_owned()));
+        files.push((format!("{root}/argocd/{env}.yaml"), app.to_owned()));
         files.push((
-            format!("gitops/argocd/{env}/applications.yaml"),
+            format!("{root}/argocd/{env}/applications.yaml"),
             format!(
                 "# Children of {site}-{env}, in sync waves: CRDs, operator, site, notebooks.\n{children}"
             ),
         ));
         files.push((
-            format!("gitops/flux/{env}.yaml"),
+            format!("{root}/flux/{env}.yaml"),
             templates::render("flux.yaml", &context)?,
         ));
     }
-    Ok(files)
+    Ok(())
 }

@@ -8,19 +8,19 @@ use tera::{Context, Tera};
 const TEMPLATES: [(&str, &str); 4] = [
     (
         "site.yaml",
-        include_str!("../../../../blueprints/templates/site.yaml.tera"),
+        include_str!("../../../blueprints/templates/site.yaml.tera"),
     ),
     (
         "README.md",
-        include_str!("../../../../blueprints/templates/README.md.tera"),
+        include_str!("../../../blueprints/templates/README.md.tera"),
     ),
     (
         "argocd.yaml",
-        include_str!("../../../../blueprints/templates/argocd.yaml.tera"),
+        include_str!("../../../blueprints/templates/argocd.yaml.tera"),
     ),
     (
         "flux.yaml",
-        include_str!("../../../../blueprints/templates/flux.yaml.tera"),
+        include_str!("../../../blueprints/templates/flux.yaml.tera"),
     ),
 ];
 
