@@ -8,6 +8,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use anyhow::{Context as _, bail};
+use fabbrica_crds::kueue::multikueue;
 use fabbrica_tests::{client_from, eventually, kubeconfig_path, kubectl, repo_root};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{Namespace, Pod};
@@ -91,9 +92,9 @@ async fn apply(client: &Client, object: Value) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// What every cluster needs for the tenant: a namespace, a GPU flavor, the tenant's ClusterQueue
-/// with `gpus` of quota (and `checks`), and its LocalQueue.
-async fn tenant_queues(client: &Client, gpus: u32, checks: &[&str]) -> anyhow::Result<()> {
+/// The worker's queues for the tenant, as the operator writes them for a Workspace (a GPU
+/// flavor, the ClusterQueue named like the Workspace, LocalQueue `default` in its namespace).
+async fn tenant_queues(client: &Client, gpus: u32) -> anyhow::Result<()> {
     apply(
         client,
         json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": TENANT}}),
@@ -105,14 +106,11 @@ async fn tenant_queues(client: &Client, gpus: u32, checks: &[&str]) -> anyhow::R
                "metadata": {"name": "mk-gpu"}, "spec": {}}),
     )
     .await?;
-    let mut spec = json!({
+    let spec = json!({
         "namespaceSelector": {},
         "resourceGroups": [{"coveredResources": ["nvidia.com/gpu"], "flavors": [{
             "name": "mk-gpu", "resources": [{"name": "nvidia.com/gpu", "nominalQuota": gpus}]}]}],
     });
-    if !checks.is_empty() {
-        spec["admissionChecksStrategy"] = json!({"admissionChecks": checks.iter().map(|c| json!({"name": c})).collect::<Vec<_>>()});
-    }
     apply(
         client,
         json!({"apiVersion": "kueue.x-k8s.io/v1beta2", "kind": "ClusterQueue",
@@ -122,7 +120,7 @@ async fn tenant_queues(client: &Client, gpus: u32, checks: &[&str]) -> anyhow::R
     apply(
         client,
         json!({"apiVersion": "kueue.x-k8s.io/v1beta2", "kind": "LocalQueue",
-               "metadata": {"name": TENANT, "namespace": TENANT},
+               "metadata": {"name": multikueue::LOCAL_QUEUE, "namespace": TENANT},
                "spec": {"clusterQueue": TENANT}}),
     )
     .await
@@ -134,7 +132,7 @@ fn job(name: &str) -> anyhow::Result<Job> {
         "apiVersion": "batch/v1",
         "kind": "Job",
         "metadata": {"name": name, "namespace": TENANT,
-                     "labels": {"kueue.x-k8s.io/queue-name": TENANT}},
+                     "labels": {"kueue.x-k8s.io/queue-name": multikueue::LOCAL_QUEUE}},
         "spec": {
             "parallelism": 2, "completions": 2, "suspend": true,
             "template": {"spec": {
@@ -175,42 +173,29 @@ async fn a_job_submitted_to_the_manager_runs_on_the_worker_cell() -> anyhow::Res
     control_plane(&worker.state, &["kueue-up"])?;
     control_plane(&worker.state, &["nodes", "2", "dgx-h100"])?;
     let worker_client = client_from(&worker.state.join("kubeconfig")).await?;
-    tenant_queues(&worker_client, 16, &[]).await?;
+    tenant_queues(&worker_client, 16).await?;
 
-    // The manager: Kueue, the worker's credentials, and the MultiKueue admission check on the
-    // tenant's ClusterQueue.
+    // The manager: Kueue, the worker's credentials, and the MultiKueue setup `blueprint render`
+    // writes to gitops/manager (the same builder).
     let _kueue = ManagerKueue;
     control_plane(&manager_state(), &["kueue-up"])?;
     let manager = fabbrica_tests::client().await?;
     apply(
         &manager,
         json!({"apiVersion": "v1", "kind": "Secret",
-               "metadata": {"name": CLUSTER, "namespace": "kueue-system"},
-               "stringData": {"kubeconfig": inline_kubeconfig(&worker.state)?}}),
+               "metadata": {"name": multikueue::kubeconfig_secret(CLUSTER),
+                            "namespace": multikueue::KUEUE_NAMESPACE},
+               "stringData": {multikueue::KUBECONFIG_KEY: inline_kubeconfig(&worker.state)?}}),
     )
     .await?;
-    apply(
-        &manager,
-        json!({"apiVersion": "kueue.x-k8s.io/v1beta2", "kind": "MultiKueueCluster",
-               "metadata": {"name": CLUSTER},
-               "spec": {"clusterSource": {"kubeConfig": {"locationType": "Secret", "location": CLUSTER}}}}),
-    )
-    .await?;
-    apply(
-        &manager,
-        json!({"apiVersion": "kueue.x-k8s.io/v1beta2", "kind": "MultiKueueConfig",
-               "metadata": {"name": "fleet"}, "spec": {"clusters": [CLUSTER]}}),
-    )
-    .await?;
-    apply(
-        &manager,
-        json!({"apiVersion": "kueue.x-k8s.io/v1beta2", "kind": "AdmissionCheck",
-               "metadata": {"name": "multikueue"},
-               "spec": {"controllerName": "kueue.x-k8s.io/multikueue",
-                        "parameters": {"apiGroup": "kueue.x-k8s.io", "kind": "MultiKueueConfig", "name": "fleet"}}}),
-    )
-    .await?;
-    tenant_queues(&manager, 16, &["multikueue"]).await?;
+    let tenants = [multikueue::ManagedTenant {
+        workspace: TENANT.into(),
+        namespace: TENANT.into(),
+        gpus: 16,
+    }];
+    for object in multikueue::build_manager("mk-site", &[CLUSTER.to_owned()], &tenants) {
+        apply(&manager, object).await?;
+    }
     let clusters: Api<DynamicObject> = Api::all_with(manager.clone(), &kueue("MultiKueueCluster"));
     eventually("the manager's Kueue reaches the worker", WAIT, || {
         let clusters = clusters.clone();
