@@ -63,8 +63,8 @@ async fn main() -> anyhow::Result<()> {
         report.nodes
     );
     println!(
-        "| operator writes in 60 s of steady state | {} |",
-        report.steady_writes
+        "| operator writes in 60 s of steady state (Nodes that changed readiness meanwhile) | {} ({}) |",
+        report.steady_writes, report.readiness_changes
     );
     println!(
         "| failover: SIGKILL to the standby holding the Lease | {:.1} s |",
