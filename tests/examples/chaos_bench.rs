@@ -11,7 +11,7 @@ use fabbrica_tests::client;
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let mut args = std::env::args().skip(1);
-    let nodes: usize = args.next().map(|n| n.parse()).transpose()?.unwrap_or(2000);
+    let nodes: usize = args.next().map(|n| n.parse()).transpose()?.unwrap_or(500);
     let seed = match args.next() {
         Some(seed) => seed.parse()?,
         None => chaos::seed()?,

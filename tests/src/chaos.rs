@@ -819,25 +819,32 @@ async fn trial(
                 || !(what.starts_with("patch factories/status") || what.contains(" events "))
         })
         .collect();
-    anyhow::ensure!(
-        unexplained.is_empty(),
-        "the operator wrote in steady state (seed {}; {readiness_changes} Nodes changed readiness meanwhile): {unexplained:?}",
-        chaos.seed,
-    );
+    let mut failures = Vec::new();
+    if !unexplained.is_empty() {
+        failures.push(format!(
+            "the operator wrote in steady state ({readiness_changes} Nodes changed readiness meanwhile): {unexplained:?}"
+        ));
+    }
     // 4. The same result as the undisturbed run, and nothing foreign lost.
     let actual = snapshot(client, run, namespace).await?;
     let differ = differences(&expected, &actual, 20);
-    anyhow::ensure!(
-        differ.is_empty(),
-        "after the faults (seed {}) the result differs from the undisturbed run's:\n{}",
-        chaos.seed,
-        differ.join("\n")
-    );
+    if !differ.is_empty() {
+        failures.push(format!(
+            "the result differs from the undisturbed run's:\n{}",
+            differ.join("\n")
+        ));
+    }
     let lost = foreign_lost(client, run).await?;
+    if !lost.is_empty() {
+        failures.push(format!(
+            "Nodes lost a label or taint fabbrica does not own: {lost:?}"
+        ));
+    }
     anyhow::ensure!(
-        lost.is_empty(),
-        "Nodes lost a label or taint fabbrica does not own (seed {}): {lost:?}",
-        chaos.seed
+        failures.is_empty(),
+        "after the faults (seed {}): {}",
+        chaos.seed,
+        failures.join("; ")
     );
     operator.kill()?;
     Ok(Report {
