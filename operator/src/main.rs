@@ -4,6 +4,8 @@
 use std::sync::Arc;
 
 use anyhow::Context as _;
+use axum::http::HeaderValue;
+use axum::http::header::USER_AGENT;
 use clap::Parser;
 use fabbrica_operator::cli::Cli;
 use fabbrica_operator::clock::SystemClock;
@@ -18,7 +20,8 @@ use tokio::sync::watch;
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     fabbrica_operator::telemetry::init(cli.serve.log_format);
-    let client = client(&cli).await?;
+    let settings = cli.settings();
+    let client = client(&cli, &settings.reporter).await?;
     let metrics = Metrics::new();
     let readiness = Arc::new(Readiness::default());
     let (stop, stopped) = watch::channel(false);
@@ -39,7 +42,6 @@ async fn main() -> anyhow::Result<()> {
         readiness.clone(),
         shutdown(),
     ));
-    let settings = cli.settings();
     if cli.election.leader_elect {
         let config = LeaseConfig::new(
             &cli.election.lease_namespace,
@@ -79,12 +81,14 @@ async fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn client(cli: &Cli) -> anyhow::Result<Client> {
+/// A client whose requests carry `fabbrica-operator/VERSION (IDENTITY)` as their user agent, so
+/// the API server's audit log tells the replicas apart.
+async fn client(cli: &Cli, identity: &str) -> anyhow::Result<Client> {
     let options = KubeConfigOptions {
         context: cli.cluster.context.clone(),
         ..KubeConfigOptions::default()
     };
-    let config = match &cli.cluster.kubeconfig {
+    let mut config = match &cli.cluster.kubeconfig {
         Some(path) => {
             let kubeconfig = Kubeconfig::read_from(path)
                 .with_context(|| format!("reading kubeconfig {}", path.display()))?;
@@ -95,6 +99,14 @@ async fn client(cli: &Cli) -> anyhow::Result<Client> {
             .await
             .context("no kubeconfig given and not running in a cluster")?,
     };
+    let agent = format!(
+        "fabbrica-operator/{} ({identity})",
+        env!("CARGO_PKG_VERSION")
+    );
+    config.headers.push((
+        USER_AGENT,
+        HeaderValue::from_str(&agent).context("--identity must be printable ASCII")?,
+    ));
     Ok(Client::try_from(config)?)
 }
 

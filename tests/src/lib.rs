@@ -1,6 +1,8 @@
 //! Harness for the integration tests: a client for the control plane that
 //! `tests/control-plane up` started, and small helpers the tests share.
 
+pub mod chaos;
+
 use std::path::PathBuf;
 use std::time::Duration;
 

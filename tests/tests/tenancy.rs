@@ -13,7 +13,7 @@ use fabbrica_tests::{
 };
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{
-    LimitRange, Namespace, PersistentVolumeClaim, ResourceQuota, Secret, Service,
+    LimitRange, Namespace, PersistentVolumeClaim, Pod, ResourceQuota, Secret, Service,
 };
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::rbac::v1::{ClusterRole, RoleBinding};
@@ -172,14 +172,60 @@ async fn edit_role_aggregated(client: &Client) -> anyhow::Result<()> {
     .await
 }
 
-/// Whether `client` may list Secrets in `namespace`: `Ok(false)` when RBAC forbids it.
-async fn may_list_secrets(client: &Client, namespace: &str) -> anyhow::Result<bool> {
-    match Api::<Secret>::namespaced(client.clone(), namespace)
-        .list(&ListParams::default())
-        .await
-    {
-        Ok(_) => Ok(true),
-        Err(kube::Error::Api(status)) if status.code == 403 => Ok(false),
+/// What the API server answers `client` asking to list `K` in `namespace`: `Ok(None)` when it
+/// lists them, `Ok(Some(message))` when RBAC refuses (403 Forbidden), with the server's message.
+async fn list_refusal<K>(client: &Client, namespace: &str) -> anyhow::Result<Option<String>>
+where
+    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
+    K::DynamicType: Default,
+{
+    refusal(
+        Api::<K>::namespaced(client.clone(), namespace)
+            .list(&ListParams::default())
+            .await,
+    )
+}
+
+/// Asserts that `member` lists `K` in their own workspace's namespace and that the API server
+/// refuses them in the other's, saying who was refused what where.
+async fn lists_own_and_is_refused_other<K>(
+    client: &Client,
+    member: &str,
+    own: &str,
+    other: &str,
+) -> anyhow::Result<()>
+where
+    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
+    K::DynamicType: Default,
+{
+    let resource = K::plural(&K::DynamicType::default()).into_owned();
+    let answer = list_refusal::<K>(client, own).await?;
+    assert_eq!(
+        answer, None,
+        "{member} lists the {resource} of their own workspace"
+    );
+    let refused = list_refusal::<K>(client, other).await?;
+    let expected = format!(
+        "User \"{member}\" cannot list resource \"{resource}\" in API group \"\" in the namespace \"{other}\""
+    );
+    assert!(
+        refused.as_ref().is_some_and(|m| m.contains(&expected)),
+        "{member} must be refused the {resource} of the other workspace; the API server answered {refused:?}"
+    );
+    Ok(())
+}
+
+/// `Ok(None)` for an answer, `Ok(Some(message))` for a 403 Forbidden, the error otherwise.
+fn refusal<T>(result: Result<T, kube::Error>) -> anyhow::Result<Option<String>> {
+    match result {
+        Ok(_) => Ok(None),
+        Err(kube::Error::Api(status)) if status.code == 403 => Ok(Some(status.message)),
         Err(err) => Err(err.into()),
     }
 }
@@ -443,24 +489,62 @@ async fn two_workspaces_are_isolated_namespaces_with_quota_policies_and_bindings
         .await?;
 
     edit_role_aggregated(&client).await?;
-    let alice_client = client_as(&alice).await?;
+    // What each member could read of the other's workspace: its Pods, Secrets and volumes.
+    let secret: Secret = serde_json::from_value(
+        json!({"metadata": {"name": "alice-data"}, "stringData": {"key": "only for alice"}}),
+    )?;
+    Api::<Secret>::namespaced(client.clone(), &ns_a)
+        .create(&Default::default(), &secret)
+        .await?;
+    let claim: PersistentVolumeClaim = serde_json::from_value(json!({
+        "metadata": {"name": "alice-home"},
+        "spec": {"accessModes": ["ReadWriteOnce"], "storageClassName": format!("{factory_name}-project"),
+            "resources": {"requests": {"storage": "1Gi"}}},
+    }))?;
+    Api::<PersistentVolumeClaim>::namespaced(client.clone(), &ns_a)
+        .create(&Default::default(), &claim)
+        .await?;
+    for (member, own, other) in [(&alice, &ns_a, &ns_b), (&bob, &ns_b, &ns_a)] {
+        let member_client = client_as(member).await?;
+        lists_own_and_is_refused_other::<Pod>(&member_client, member, own, other).await?;
+        lists_own_and_is_refused_other::<Secret>(&member_client, member, own, other).await?;
+        lists_own_and_is_refused_other::<PersistentVolumeClaim>(&member_client, member, own, other)
+            .await?;
+    }
+    // By name too: bob is refused alice's Secret and volume claim, which exist.
     let bob_client = client_as(&bob).await?;
-    assert!(
-        may_list_secrets(&alice_client, &ns_a).await?,
-        "alice reads her own workspace's secrets"
-    );
-    assert!(
-        !may_list_secrets(&alice_client, &ns_b).await?,
-        "alice must not read bob's workspace's secrets"
-    );
-    assert!(
-        may_list_secrets(&bob_client, &ns_b).await?,
-        "bob reads his own workspace's secrets"
-    );
-    assert!(
-        !may_list_secrets(&bob_client, &ns_a).await?,
-        "bob must not read alice's workspace's secrets"
-    );
+    for (resource, answer) in [
+        (
+            "secrets",
+            refusal(
+                Api::<Secret>::namespaced(bob_client.clone(), &ns_a)
+                    .get("alice-data")
+                    .await,
+            )?,
+        ),
+        (
+            "persistentvolumeclaims",
+            refusal(
+                Api::<PersistentVolumeClaim>::namespaced(bob_client.clone(), &ns_a)
+                    .get("alice-home")
+                    .await,
+            )?,
+        ),
+    ] {
+        let expected = format!(
+            "cannot get resource \"{resource}\" in API group \"\" in the namespace \"{ns_a}\""
+        );
+        assert!(
+            answer.as_ref().is_some_and(|m| m.contains(&expected)),
+            "bob must be refused alice's {resource}; the API server answered {answer:?}"
+        );
+    }
+    let alice_client = client_as(&alice).await?;
+    let alice_claims = Api::<PersistentVolumeClaim>::namespaced(alice_client, &ns_a)
+        .list(&ListParams::default())
+        .await?
+        .items;
+    assert_eq!(names(&alice_claims), ["alice-home"]);
 
     teardown(
         &client,
