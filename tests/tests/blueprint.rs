@@ -23,13 +23,19 @@ fn render(example: &str) -> anyhow::Result<std::path::PathBuf> {
 }
 
 /// Every overlay with a kustomization.yaml (an environment's site, and its notebooks beneath
-/// it) under `gitops/overlays`, or each cell's `gitops/cells/*/overlays`.
+/// it) under `gitops/overlays`, or, for a site of cells, the first and the last cell's (the
+/// first holds the notebooks; every cell is written by the same code).
 fn overlays(site: &Path) -> anyhow::Result<Vec<std::path::PathBuf>> {
     let mut roots = vec![site.join("gitops")];
     if let Ok(cells) = std::fs::read_dir(site.join("gitops/cells")) {
-        for cell in cells {
-            roots.push(cell?.path());
+        let mut cells = cells
+            .map(|c| c.map(|c| c.path()))
+            .collect::<Result<Vec<_>, _>>()?;
+        cells.sort();
+        if cells.len() > 2 {
+            cells.drain(1..cells.len() - 1);
         }
+        roots.extend(cells);
     }
     let mut dirs = Vec::new();
     let mut pending: Vec<_> = roots
