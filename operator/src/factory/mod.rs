@@ -17,6 +17,7 @@ use std::time::Duration;
 use fabbrica_crds::labels;
 use fabbrica_crds::v1alpha1::{Factory, FactoryStatus};
 use futures::Stream;
+use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::ConfigMap;
 use k8s_openapi::api::storage::v1::StorageClass;
 use kube::runtime::controller::{self, Action, Controller};
@@ -106,6 +107,12 @@ pub async fn run(
             children.clone(),
             cluster_owners::<Factory, _>,
         );
+    // Validation Jobs of the pools' Nodes: a finished one is read at once.
+    controller = controller.watches(
+        Api::<Job>::namespaced(client.clone(), &settings.namespace),
+        children.clone(),
+        cluster_owners::<Factory, _>,
+    );
     if settings.gpu_operator_namespace != settings.namespace {
         controller = controller.watches(
             Api::<ConfigMap>::namespaced(client.clone(), &settings.gpu_operator_namespace),
@@ -172,6 +179,11 @@ async fn apply(factory: &Factory, ctx: &Context) -> Result<Action> {
     outcome.nodes = apply::apply_nodes(ctx, &desired.assignment, &metas, &desired.selectors)
         .await
         .err();
+    // health: validation Jobs and quarantine; the discovered placement against the declared one
+    let (health, health_failure) =
+        crate::health::reconcile(ctx, &validated, &desired.assignment, &metas).await;
+    let drift =
+        crate::health::drift::check(&validated.spec.fabric.topology, &desired.assignment, &metas);
     // status
     let members: Vec<&String> = desired.assignment.desired.keys().collect();
     let facts = ctx.nodes.facts_of(members);
@@ -180,6 +192,8 @@ async fn apply(factory: &Factory, ctx: &Context) -> Result<Action> {
         topology_config_map: desired.topology_config_map.clone(),
         device_plugin_config_map: desired.device_plugin_config_map.clone(),
         failed: outcome.failed_parts(&ctx.settings),
+        health,
+        drift,
     };
     let status = status::build_status(
         &validated,
@@ -209,6 +223,9 @@ async fn apply(factory: &Factory, ctx: &Context) -> Result<Action> {
     }
     // A failed part is retried through the error policy; the status already names it.
     if let Some(err) = outcome.into_error(status::failed_parts(&status.conditions)) {
+        return Err(err);
+    }
+    if let Some(err) = health_failure {
         return Err(err);
     }
     Ok(Action::requeue(RESYNC))
