@@ -40,8 +40,10 @@ pub struct NodeValidation {
     pub timeout_seconds: u32,
     /// Labels on the validation Pods, e.g. for NetworkPolicies or cost attribution; keys under
     /// `fabbrica.io/` are the operator's.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub pod_labels: BTreeMap<String, String>,
+    // Optional (nullable) rather than an empty map: a server-side apply that empties a map
+    // leaves null behind.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod_labels: Option<BTreeMap<String, String>>,
 }
 
 impl Default for NodeValidation {
@@ -50,7 +52,7 @@ impl Default for NodeValidation {
             image: default_image(),
             command: default_command(),
             timeout_seconds: default_timeout(),
-            pod_labels: BTreeMap::new(),
+            pod_labels: None,
         }
     }
 }

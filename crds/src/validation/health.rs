@@ -38,7 +38,7 @@ pub(crate) fn validate_node_validation(i: usize, v: &NodeValidation, p: &mut Vec
             format!("{}; valid: 60 to 86400", v.timeout_seconds),
         ));
     }
-    for (key, value) in &v.pod_labels {
+    for (key, value) in v.pod_labels.iter().flatten() {
         if !is_label_key(key) || !is_label_value(value) {
             p.push(Problem::new(
                 format!("{path}.podLabels"),

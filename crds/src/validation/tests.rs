@@ -622,11 +622,13 @@ fn validation_image_command_timeout_and_pod_labels() {
         image: "nvcr.io/nvidia/x y".into(),
         command: vec![String::new()],
         timeout_seconds: 5,
-        pod_labels: [
-            ("fabbrica.io/pool".to_owned(), "x".to_owned()),
-            ("team".to_owned(), "not a value".to_owned()),
-        ]
-        .into(),
+        pod_labels: Some(
+            [
+                ("fabbrica.io/pool".to_owned(), "x".to_owned()),
+                ("team".to_owned(), "not a value".to_owned()),
+            ]
+            .into(),
+        ),
     });
     assert_eq!(
         paths(validate_factory(&f)),

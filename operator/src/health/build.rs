@@ -63,7 +63,7 @@ pub fn build_job(
         labels::VALIDATION_NODE.to_owned(),
         node.to_owned(),
     )]));
-    let mut pod_labels = validation.pod_labels.clone();
+    let mut pod_labels = validation.pod_labels.clone().unwrap_or_default();
     pod_labels.extend(children::child_labels(owners));
     let mut tolerations: Vec<Toleration> = [labels::VALIDATION, labels::QUARANTINE]
         .into_iter()
