@@ -58,6 +58,7 @@ async fn create_nodes(
     Ok(names)
 }
 
+/// Applies the Factory and waits until the operator has reconciled this generation of it.
 async fn apply_factory(client: &Client, run: &str, spec: serde_json::Value) -> anyhow::Result<()> {
     let body = json!({
         "apiVersion": "fabbrica.io/v1alpha1",
@@ -65,14 +66,25 @@ async fn apply_factory(client: &Client, run: &str, spec: serde_json::Value) -> a
         "metadata": {"name": run, "labels": {RUN_LABEL: run}},
         "spec": spec,
     });
-    Api::<Factory>::all(client.clone())
+    let api = Api::<Factory>::all(client.clone());
+    let applied = api
         .patch(
             run,
             &PatchParams::apply(MANAGER).force(),
             &Patch::Apply(&body),
         )
         .await?;
-    Ok(())
+    let generation = applied.metadata.generation;
+    eventually(
+        "the operator reconciled the Factory's spec",
+        WAIT,
+        || async {
+            let factory = api.get(run).await?;
+            let seen = factory.status.and_then(|s| s.observed_generation);
+            Ok((seen == generation).then_some(()))
+        },
+    )
+    .await
 }
 
 /// A pool `train` of `nodes` Nodes whose validation Pods carry `pod_labels`.
@@ -159,8 +171,9 @@ async fn rerun(client: &Client, node: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Deletes the Factory while the operator runs (its finalizer releases the Nodes), stops the
-/// operator, deletes the Nodes and the run's namespace (and its Jobs with it).
+/// Deletes the Factory while the operator runs (its finalizer releases the Nodes, health marks
+/// included, which is checked), stops the operator, deletes the Nodes and the run's namespace
+/// (and its Jobs with it).
 async fn clean_up(
     client: &Client,
     operator: InProcessOperator,
@@ -174,6 +187,21 @@ async fn clean_up(
     })
     .await?;
     operator.stop().await?;
+    let mut kept = Vec::new();
+    for name in nodes {
+        let node = Api::<Node>::all(client.clone()).get(name).await?;
+        let health = [labels::VALIDATION, labels::QUARANTINE];
+        let labelled = health.iter().any(|k| node.labels().contains_key(*k));
+        let tainted = node
+            .spec
+            .and_then(|s| s.taints)
+            .unwrap_or_default()
+            .iter()
+            .any(|t| health.contains(&t.key.as_str()));
+        if labelled || tainted {
+            kept.push(name.clone());
+        }
+    }
     let api = Api::<Node>::all(client.clone());
     for name in nodes {
         let _ = api.delete(name, &DeleteParams::default()).await;
@@ -181,6 +209,10 @@ async fn clean_up(
     let _ = Api::<Namespace>::all(client.clone())
         .delete(run, &DeleteParams::default())
         .await;
+    anyhow::ensure!(
+        kept.is_empty(),
+        "the deleted Factory left health marks on Nodes {kept:?}"
+    );
     Ok(())
 }
 
@@ -386,12 +418,19 @@ async fn nodes_whose_discovered_leaf_contradicts_the_declaration_raise_the_drift
             },
         )
         .await?;
-        let factory = factories.get(&run).await?;
-        let drift = factory
-            .status
-            .as_ref()
-            .and_then(|s| condition(&s.conditions, "FabricMatchesDeclaration").cloned());
-        assert_eq!(drift.map(|c| c.status), Some("True".to_owned()));
+        eventually(
+            "FabricMatchesDeclaration=True, read from the discovery labels",
+            WAIT,
+            || async {
+                let factory = factories.get(&run).await?;
+                let matched = factory.status.as_ref().is_some_and(|s| {
+                    condition(&s.conditions, "FabricMatchesDeclaration")
+                        .is_some_and(|c| c.status == "True" && c.reason == "PlacementDiscovered")
+                });
+                Ok(matched.then_some(()))
+            },
+        )
+        .await?;
         anyhow::Ok(())
     }
     .await;

@@ -176,9 +176,13 @@ async fn apply(factory: &Factory, ctx: &Context) -> Result<Action> {
     let desired = build::build(&validated, &metas, &ctx.settings, multus.as_ref());
     // apply: every part, whatever becomes of the others
     let mut outcome = apply::apply_children(ctx, &desired).await;
-    outcome.nodes = apply::apply_nodes(ctx, &desired.assignment, &metas, &desired.selectors)
-        .await
-        .err();
+    let released = crate::health::release(ctx, &desired.assignment.release, &metas).await;
+    outcome.nodes = match released {
+        Ok(()) => apply::apply_nodes(ctx, &desired.assignment, &metas, &desired.selectors)
+            .await
+            .err(),
+        Err(err) => Some(err),
+    };
     // health: validation Jobs and quarantine; the discovered placement against the declared one
     let (health, health_failure) =
         crate::health::reconcile(ctx, &validated, &desired.assignment, &metas).await;
@@ -253,6 +257,7 @@ async fn cleanup(factory: &Factory, ctx: &Context) -> Result<Action> {
         .collect();
     release.sort();
     let count = release.len();
+    crate::health::release(ctx, &release, &metas).await?;
     let assignment = placement::Assignment {
         release,
         ..placement::Assignment::default()

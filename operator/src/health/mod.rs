@@ -211,6 +211,29 @@ pub async fn reconcile(
     (report, first)
 }
 
+/// Removes the health labels and taints from `nodes`, which leave the Factory (their pool no
+/// longer selects them, or the Factory is deleted). Run before their Factory label goes, while
+/// their facts are still watched.
+pub async fn release(ctx: &Context, nodes: &[String], metas: &NodeMetas) -> Result<()> {
+    let facts = ctx.nodes.facts_of(nodes);
+    let clear = Verdict {
+        validation: None,
+        quarantine: None,
+        job: JobAction::Keep,
+        news: None,
+    };
+    let mut first = None;
+    for node in nodes {
+        let (Some(meta), Some(facts)) = (metas.get(node), facts.get(node)) else {
+            continue;
+        };
+        if let Err(err) = mark(ctx, node, &meta.labels, facts, &clear, Vec::new()).await {
+            first.get_or_insert(err);
+        }
+    }
+    first.map_or(Ok(()), Err)
+}
+
 /// Brings the Node's health labels and taints to the verdict's, writing only what differs.
 async fn mark(
     ctx: &Context,
