@@ -673,4 +673,58 @@ mod tests {
         assert_ne!(ready.reason, "NamespaceMissing");
         assert_ne!(ready.reason, "ApplyFailed");
     }
+
+    #[test]
+    fn quarantined_and_validating_nodes_leave_nodes_ready_and_drift_names_its_nodes() {
+        use fabbrica_crds::v1alpha1::QuarantineReason;
+
+        use crate::health::{PoolHealth, Report};
+
+        let (assignment, facts) = placed();
+        let health = Report {
+            pools: BTreeMap::from([(
+                "h100".to_owned(),
+                PoolHealth {
+                    validating: ["a2".to_owned()].into(),
+                    quarantined: [("a1".to_owned(), QuarantineReason::GpusMissing)].into(),
+                },
+            )]),
+        };
+        let drift = crate::health::drift::Drift {
+            checked: 3,
+            drifted: BTreeMap::from([("b1".to_owned(), "leaf")]),
+        };
+        let observed = Observed {
+            health,
+            drift: Some(drift),
+            ..observed(FailedParts::default())
+        };
+        let status = build_status(&factory(), &assignment, &facts, &observed, None, &now());
+        let pool = status.pools.iter().find(|p| p.name == "h100").unwrap();
+        assert_eq!((pool.nodes_matched, pool.nodes_ready), (2, 0));
+        assert_eq!((pool.nodes_validating, pool.nodes_quarantined), (1, 1));
+        assert_eq!(pool.quarantined_nodes[0].name, "a1");
+        let pools = find(&status.conditions, types::POOLS_READY).unwrap();
+        assert!(
+            pools.message.contains("1 validating, quarantined: a1"),
+            "{}",
+            pools.message
+        );
+        let drift = find(&status.conditions, types::FABRIC_MATCHES_DECLARATION).unwrap();
+        assert_eq!(
+            (drift.status.as_str(), drift.reason.as_str()),
+            ("False", "FabricDrift")
+        );
+        assert!(
+            drift.message.starts_with("1 of 3 Nodes"),
+            "{}",
+            drift.message
+        );
+        assert!(drift.message.contains("b1 (leaf)"), "{}", drift.message);
+        let ready = find(&status.conditions, types::READY).unwrap();
+        assert!(
+            !ready.message.contains("FabricMatchesDeclaration"),
+            "drift informs, it does not make the Factory unready"
+        );
+    }
 }
