@@ -182,11 +182,20 @@ async fn clean_up(
 ) -> anyhow::Result<()> {
     let factories = Api::<Factory>::all(client.clone());
     let _ = factories.delete(run, &DeleteParams::default()).await;
-    eventually("the Factory is gone", WAIT, || async {
+    let gone = eventually("the Factory is gone", WAIT, || async {
         Ok(factories.get_opt(run).await?.is_none().then_some(()))
     })
-    .await?;
-    operator.stop().await?;
+    .await;
+    let stopped = operator.stop().await;
+    if gone.is_err() || stopped.is_err() {
+        // The Nodes go whatever happened, so later tests do not find them.
+        let api = Api::<Node>::all(client.clone());
+        for name in nodes {
+            let _ = api.delete(name, &DeleteParams::default()).await;
+        }
+        gone?;
+        stopped?;
+    }
     let mut kept = Vec::new();
     for name in nodes {
         let node = Api::<Node>::all(client.clone()).get(name).await?;
