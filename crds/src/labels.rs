@@ -66,3 +66,9 @@ pub const EVICTION_NOTICE: &str = "fabbrica.io/eviction-notice";
 /// Annotation beside [`EVICTION_NOTICE`]: the Node being taken out of service; the Maintenance
 /// removes both when it releases that Node.
 pub const EVICTION_NODE: &str = "fabbrica.io/eviction-node";
+/// The label of a Node of a pool with validation: `passed` or `failed`; absent until its
+/// validation ran (a new Node, a Node a Maintenance released), and removing it asks for a new
+/// run. As a taint (NoSchedule, value `pending`) it keeps tenants off a Node that has not passed.
+pub const VALIDATION: &str = "fabbrica.io/validation";
+/// Annotation on a validation Job: the Node it validates.
+pub const VALIDATION_NODE: &str = "fabbrica.io/node";

@@ -15,6 +15,9 @@ pub mod types {
     pub const DEVICE_PLUGIN_CONFIG: &str = "DevicePluginConfig";
     /// Factory: Multus NetworkAttachmentDefinitions, one per rail; informational, not part of Ready.
     pub const NETWORK_ATTACHMENTS: &str = "NetworkAttachments";
+    /// Factory: the placement discovery labels show (Topograph's) agrees with the declared one;
+    /// informational, not part of Ready.
+    pub const FABRIC_MATCHES_DECLARATION: &str = "FabricMatchesDeclaration";
     /// Workspace: the namespace exists and belongs to it.
     pub const NAMESPACE_READY: &str = "NamespaceReady";
     /// Workspace: the ResourceQuota and LimitRange are applied.
@@ -69,6 +72,14 @@ pub mod reasons {
     pub const STORAGE_CLASSES_APPLIED: &str = "StorageClassesApplied";
     /// Factory: one NetworkAttachmentDefinition per rail is applied.
     pub const ATTACHMENTS_APPLIED: &str = "AttachmentsApplied";
+    /// Factory: every Node with discovered topology labels sits where it is declared.
+    pub const FABRIC_MATCHES: &str = "FabricMatches";
+    /// Factory: some Nodes' discovered leaf or unit contradicts the declaration.
+    pub const FABRIC_DRIFT: &str = "FabricDrift";
+    /// Factory: no Node carries discovered topology labels, so there is nothing to compare.
+    pub const NOTHING_DISCOVERED: &str = "NothingDiscovered";
+    /// Factory: the placement is read from the discovery labels (`source: discovered`).
+    pub const PLACEMENT_DISCOVERED: &str = "PlacementDiscovered";
     /// Factory: the Multus NetworkAttachmentDefinition CRD is not served.
     pub const MULTUS_ABSENT: &str = "MultusAbsent";
     /// Workspace: the Factory it names does not exist.
@@ -147,6 +158,12 @@ pub mod events {
     pub const BECAME_READY: &str = "Ready";
     /// Factory: it stopped being ready.
     pub const BECAME_NOT_READY: &str = "NotReady";
+    /// Node: quarantined (validation failed, or GPUs missing).
+    pub const QUARANTINED: &str = "Quarantined";
+    /// Node: passed its validation and left quarantine.
+    pub const RETURNED: &str = "ReturnedFromQuarantine";
+    /// Node: passed its validation.
+    pub const VALIDATED: &str = "Validated";
     /// Factory: Node labels and taints were removed on deletion.
     pub const NODES_RELEASED: &str = "NodesReleased";
     /// JupyterEnvironment: it was refused; nothing was created.

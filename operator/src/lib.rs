@@ -9,6 +9,7 @@ pub mod clock;
 pub mod conditions;
 pub mod error;
 pub mod factory;
+pub mod health;
 pub mod http;
 pub mod leader;
 pub mod maintenance;

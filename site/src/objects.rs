@@ -120,6 +120,7 @@ pub fn build(site: &ValidBlueprint<'_>, plan: &Plan) -> SiteObjects {
                 maintenance: Some(MaintenancePolicy {
                     max_unavailable: IntOrString::Int(plan.rack_layout.nodes_per_rack.max(1) as i32),
                 }),
+                validation: None,
             }],
             fabric: Fabric {
                 type_: FabricType::Infiniband,
@@ -133,6 +134,7 @@ pub fn build(site: &ValidBlueprint<'_>, plan: &Plan) -> SiteObjects {
                     nodes_per_scalable_unit: plan.nodes_per_scalable_unit,
                     scalable_units: Vec::new(),
                     scalable_unit_label: None,
+                    discovery: None,
                 },
                 partition_keys: Some(PartitionKeyRange {
                     first: partition_key(TENANT_KEYS.0),

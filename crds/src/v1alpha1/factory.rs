@@ -133,6 +133,11 @@ pub struct GpuPool {
     /// Maintenance policy for the pool's Nodes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub maintenance: Option<MaintenancePolicy>,
+    /// Health validation of the pool's Nodes (`{}` for NVIDIA's DCGM diagnostics): a Node takes
+    /// tenants only once its validation Job passed, and a Node that fails it, or that reports
+    /// fewer GPUs than its system has, is quarantined. Absent: Nodes are not validated.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub validation: Option<super::NodeValidation>,
 }
 
 /// GPU sharing, following the NVIDIA GPU Operator's conventions. Set `mig` or `timeSlicing`, not both.
@@ -294,7 +299,8 @@ impl LinkSpeed {
 ]))]
 pub struct Topology {
     /// `declared` (the lists below), `nodeOrder` (Nodes sorted by name, `nodesPerScalableUnit`
-    /// to a unit) or `nodeLabels` (read the unit from an existing Node label).
+    /// to a unit), `nodeLabels` (read the unit from an existing Node label) or `discovered`
+    /// (unit and leaf from the discovery labels).
     pub source: TopologySource,
     /// Nodes per scalable unit; 32 in the DGX SuperPOD reference architectures.
     #[serde(default = "default_nodes_per_su")]
@@ -307,6 +313,12 @@ pub struct Topology {
     /// With `source: nodeLabels`: the Node label holding the scalable unit's name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scalable_unit_label: Option<String>,
+    /// Where Nodes carry their discovered leaf and spine (Topograph's labels by default). With
+    /// any other source, Nodes whose discovered leaf or unit contradicts the declared one are
+    /// named by the Factory's `FabricMatchesDeclaration` condition; with `source: discovered`
+    /// the placement is read from these labels.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub discovery: Option<super::TopologyDiscovery>,
 }
 
 fn default_nodes_per_su() -> u32 {
@@ -323,6 +335,9 @@ pub enum TopologySource {
     NodeOrder,
     /// Read from the Node label named by `scalableUnitLabel`.
     NodeLabels,
+    /// Discovered: the unit and leaf a discovery tool (Topograph) wrote on each Node, read from
+    /// the labels of `discovery`.
+    Discovered,
 }
 
 /// One scalable unit: a block of nodes sharing one leaf switch per rail.
@@ -473,7 +488,8 @@ pub struct FactoryStatus {
     /// The `metadata.generation` this status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
-    /// Ready, PoolsReady, FabricReady and StorageReady.
+    /// Ready, PoolsReady, FabricReady and StorageReady; DevicePluginConfig, NetworkAttachments
+    /// and FabricMatchesDeclaration inform.
     #[serde(default)]
     #[schemars(schema_with = "conditions_schema")]
     pub conditions: Conditions,
@@ -500,7 +516,7 @@ pub struct PoolStatus {
     pub name: String,
     /// Nodes matching the pool's selector (and no other pool's).
     pub nodes_matched: u32,
-    /// Matched Nodes whose Ready condition is True.
+    /// Matched Nodes whose Ready condition is True, neither quarantined nor awaiting validation.
     pub nodes_ready: u32,
     /// Nodes the pool is built with.
     pub nodes_expected: u32,
@@ -513,4 +529,20 @@ pub struct PoolStatus {
     /// Nodes that match this pool and another one; they are left alone until the selectors are fixed.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conflicting_nodes: Vec<String>,
+    /// Matched Nodes not validated yet (new, or back from maintenance); they take no tenants
+    /// until they pass and do not count in `nodesReady`.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub nodes_validating: u32,
+    /// Matched Nodes in quarantine; they do not count in `nodesReady`.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub nodes_quarantined: u32,
+    /// The quarantined Nodes and why, sorted by name; at most 32 (`nodesQuarantined` counts all).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 32))]
+    pub quarantined_nodes: Vec<super::QuarantinedNode>,
+}
+
+#[allow(clippy::trivially_copy_pass_by_ref)] // serde's skip_serializing_if passes a reference
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }

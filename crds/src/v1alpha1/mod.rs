@@ -3,6 +3,7 @@
 mod allocation;
 mod common;
 mod factory;
+mod health;
 mod jupyter;
 mod maintenance;
 mod workspace;
@@ -10,6 +11,7 @@ mod workspace;
 pub use allocation::*;
 pub use common::*;
 pub use factory::*;
+pub use health::*;
 pub use jupyter::*;
 pub use maintenance::*;
 pub use workspace::*;

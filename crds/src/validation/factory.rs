@@ -42,6 +42,9 @@ pub fn validate_factory(spec: &FactorySpec) -> Result<(), Problems> {
         ));
     }
     let topology = &spec.fabric.topology;
+    if let Some(discovery) = &topology.discovery {
+        super::health::validate_discovery(discovery, &mut p);
+    }
     match topology.source {
         TopologySource::Declared if topology.scalable_units.is_empty() => p.push(Problem::new(
             "spec.fabric.topology.scalableUnits",
@@ -135,6 +138,9 @@ pub fn validate_factory(spec: &FactorySpec) -> Result<(), Problems> {
 
 fn validate_pool(i: usize, pool: &GpuPool, p: &mut Vec<Problem>) {
     let system = catalog::system(pool.system);
+    if let Some(validation) = &pool.validation {
+        super::health::validate_node_validation(i, validation, p);
+    }
     if pool.node_selector.is_empty() {
         p.push(Problem::new(
             format!("spec.gpuPools[{i}].nodeSelector"),

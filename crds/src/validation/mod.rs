@@ -8,6 +8,7 @@
 
 mod allocation;
 mod factory;
+mod health;
 mod jupyter;
 mod maintenance;
 mod metadata;

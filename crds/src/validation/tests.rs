@@ -603,3 +603,64 @@ fn a_factory_lists_its_own_access_modes() {
         "valid: pilot",
     );
 }
+
+#[test]
+fn validation_defaults_to_dcgm_diagnostics() {
+    let v: crate::v1alpha1::NodeValidation = serde_saphyr::from_str("{}").unwrap();
+    assert_eq!(v.image, crate::v1alpha1::DEFAULT_VALIDATION_IMAGE);
+    assert!(v.command.join(" ").contains("dcgmi diag -r 2"));
+    assert_eq!(v.timeout_seconds, 1800);
+    let mut f = factory();
+    f.gpu_pools[0].validation = Some(v);
+    validate_factory(&f).unwrap();
+}
+
+#[test]
+fn validation_image_command_timeout_and_pod_labels() {
+    let mut f = factory();
+    f.gpu_pools[1].validation = Some(crate::v1alpha1::NodeValidation {
+        image: "nvcr.io/nvidia/x y".into(),
+        command: vec![String::new()],
+        timeout_seconds: 5,
+        pod_labels: Some(
+            [
+                ("fabbrica.io/pool".to_owned(), "x".to_owned()),
+                ("team".to_owned(), "not a value".to_owned()),
+            ]
+            .into(),
+        ),
+    });
+    assert_eq!(
+        paths(validate_factory(&f)),
+        [
+            "spec.gpuPools[1].validation.image",
+            "spec.gpuPools[1].validation.command[0]",
+            "spec.gpuPools[1].validation.timeoutSeconds",
+            "spec.gpuPools[1].validation.podLabels",
+            "spec.gpuPools[1].validation.podLabels",
+        ]
+    );
+    f.gpu_pools[1].validation = Some(crate::v1alpha1::NodeValidation {
+        command: Vec::new(),
+        ..Default::default()
+    });
+    only(
+        validate_factory(&f),
+        "spec.gpuPools[1].validation.command",
+        "dcgmi diag -r 2",
+    );
+}
+
+#[test]
+fn discovery_labels_must_be_label_keys() {
+    let mut f = factory();
+    f.fabric.topology.discovery = Some(crate::v1alpha1::TopologyDiscovery {
+        leaf_label: Some("example.com/leaf".into()),
+        unit_label: Some("not a key".into()),
+    });
+    only(
+        validate_factory(&f),
+        "spec.fabric.topology.discovery.unitLabel",
+        "not a label key",
+    );
+}

@@ -17,6 +17,7 @@ use std::time::Duration;
 use fabbrica_crds::labels;
 use fabbrica_crds::v1alpha1::{Factory, FactoryStatus};
 use futures::Stream;
+use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::ConfigMap;
 use k8s_openapi::api::storage::v1::StorageClass;
 use kube::runtime::controller::{self, Action, Controller};
@@ -106,6 +107,12 @@ pub async fn run(
             children.clone(),
             cluster_owners::<Factory, _>,
         );
+    // Validation Jobs of the pools' Nodes: a finished one is read at once.
+    controller = controller.watches(
+        Api::<Job>::namespaced(client.clone(), &settings.namespace),
+        children.clone(),
+        cluster_owners::<Factory, _>,
+    );
     if settings.gpu_operator_namespace != settings.namespace {
         controller = controller.watches(
             Api::<ConfigMap>::namespaced(client.clone(), &settings.gpu_operator_namespace),
@@ -169,9 +176,18 @@ async fn apply(factory: &Factory, ctx: &Context) -> Result<Action> {
     let desired = build::build(&validated, &metas, &ctx.settings, multus.as_ref());
     // apply: every part, whatever becomes of the others
     let mut outcome = apply::apply_children(ctx, &desired).await;
-    outcome.nodes = apply::apply_nodes(ctx, &desired.assignment, &metas, &desired.selectors)
-        .await
-        .err();
+    let released = crate::health::release(ctx, &desired.assignment.release, &metas).await;
+    outcome.nodes = match released {
+        Ok(()) => apply::apply_nodes(ctx, &desired.assignment, &metas, &desired.selectors)
+            .await
+            .err(),
+        Err(err) => Some(err),
+    };
+    // health: validation Jobs and quarantine; the discovered placement against the declared one
+    let (health, health_failure) =
+        crate::health::reconcile(ctx, &validated, &desired.assignment, &metas).await;
+    let drift =
+        crate::health::drift::check(&validated.spec.fabric.topology, &desired.assignment, &metas);
     // status
     let members: Vec<&String> = desired.assignment.desired.keys().collect();
     let facts = ctx.nodes.facts_of(members);
@@ -180,6 +196,8 @@ async fn apply(factory: &Factory, ctx: &Context) -> Result<Action> {
         topology_config_map: desired.topology_config_map.clone(),
         device_plugin_config_map: desired.device_plugin_config_map.clone(),
         failed: outcome.failed_parts(&ctx.settings),
+        health,
+        drift,
     };
     let status = status::build_status(
         &validated,
@@ -211,6 +229,9 @@ async fn apply(factory: &Factory, ctx: &Context) -> Result<Action> {
     if let Some(err) = outcome.into_error(status::failed_parts(&status.conditions)) {
         return Err(err);
     }
+    if let Some(err) = health_failure {
+        return Err(err);
+    }
     Ok(Action::requeue(RESYNC))
 }
 
@@ -236,6 +257,7 @@ async fn cleanup(factory: &Factory, ctx: &Context) -> Result<Action> {
         .collect();
     release.sort();
     let count = release.len();
+    crate::health::release(ctx, &release, &metas).await?;
     let assignment = placement::Assignment {
         release,
         ..placement::Assignment::default()

@@ -7,6 +7,7 @@ use fabbrica_crds::{kueue, labels};
 use k8s_openapi::api::core::v1::Taint;
 
 use super::validate::ValidatedFactory;
+use crate::health::drift;
 use crate::nodes::{NodeMeta, NodeMetas};
 
 /// Down-links of one leaf switch per rail (a 64-port switch, half down, half up): the Nodes of one leaf group.
@@ -149,12 +150,18 @@ pub fn assign(factory: &ValidatedFactory, nodes: &NodeMetas) -> Assignment {
                     place.scalable_unit.clone(),
                 );
                 labels.insert(labels::LEAF_GROUP.to_owned(), place.leaf_group.clone());
+                let node = nodes.get(name);
                 for (key, value) in [
                     (labels::TOPOGRAPH_TIER_LEAF, &place.leaf_group),
                     (labels::TOPOLOGY_LEAF, &place.leaf_group),
                     (labels::TOPOGRAPH_TIER_SPINE, &place.scalable_unit),
                     (labels::TOPOLOGY_SPINE, &place.scalable_unit),
                 ] {
+                    // A discovery tool's own value (Topograph's) stays: it is what the drift
+                    // check compares, and writing over it would erase what was discovered.
+                    if node.is_some_and(|n| drift::discovered(n, &[key]).is_some()) {
+                        continue;
+                    }
                     labels.insert(key.to_owned(), value.clone());
                 }
             }
@@ -215,14 +222,14 @@ fn place(
     members: &BTreeMap<String, &GpuPool>,
 ) -> BTreeMap<String, Placement> {
     let topology = &factory.spec.fabric.topology;
-    // Each member's unit and its position in that unit.
-    let mut units: BTreeMap<String, (String, usize)> = BTreeMap::new();
+    // Each member's unit, its position in that unit and, where discovered, its leaf.
+    let mut units: BTreeMap<String, (String, usize, Option<String>)> = BTreeMap::new();
     match topology.source {
         TopologySource::Declared => {
             for unit in &topology.scalable_units {
                 for (i, node) in unit.nodes.iter().enumerate() {
                     if members.contains_key(node) {
-                        units.insert(node.clone(), (unit.name.clone(), i));
+                        units.insert(node.clone(), (unit.name.clone(), i, None));
                     }
                 }
             }
@@ -232,7 +239,7 @@ fn place(
             for (i, node) in members.keys().enumerate() {
                 units.insert(
                     node.clone(),
-                    (format!("su{:03}", i / per_unit + 1), i % per_unit),
+                    (format!("su{:03}", i / per_unit + 1), i % per_unit, None),
                 );
             }
         }
@@ -242,16 +249,34 @@ fn place(
             for node in members.keys() {
                 if let Some(unit) = nodes.get(node).and_then(|n| n.labels.get(key)) {
                     let i = rank.entry(unit.as_str()).or_default();
-                    units.insert(node.clone(), (unit.clone(), *i));
+                    units.insert(node.clone(), (unit.clone(), *i, None));
                     *i += 1;
                 }
+            }
+        }
+        TopologySource::Discovered => {
+            let (leaf_keys, unit_keys) = drift::keys(topology);
+            let mut rank: BTreeMap<String, usize> = BTreeMap::new();
+            for node in members.keys() {
+                let Some(meta) = nodes.get(node) else {
+                    continue;
+                };
+                let (Some(unit), Some(leaf)) = (
+                    drift::discovered(meta, &unit_keys),
+                    drift::discovered(meta, &leaf_keys),
+                ) else {
+                    continue;
+                };
+                let i = rank.entry(unit.to_owned()).or_default();
+                units.insert(node.clone(), (unit.to_owned(), *i, Some(leaf.to_owned())));
+                *i += 1;
             }
         }
     }
     units
         .into_iter()
-        .map(|(node, (unit, i))| {
-            let leaf_group = format!("{unit}-lg{}", i / LEAF_DOWNLINKS);
+        .map(|(node, (unit, i, leaf))| {
+            let leaf_group = leaf.unwrap_or_else(|| format!("{unit}-lg{}", i / LEAF_DOWNLINKS));
             (
                 node,
                 Placement {

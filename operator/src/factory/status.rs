@@ -4,13 +4,14 @@ use std::collections::HashMap;
 
 use fabbrica_crds::capacity::{gpus_expected, node_gpus};
 use fabbrica_crds::names::storage_class_name;
-use fabbrica_crds::v1alpha1::{FactoryStatus, PoolStatus};
+use fabbrica_crds::v1alpha1::{FactoryStatus, PoolStatus, QuarantinedNode};
 use fabbrica_crds::validation::Problems;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
 use super::placement::Assignment;
 use super::validate::ValidatedFactory;
 use crate::conditions::{reasons, types};
+use crate::health::drift::Drift;
 use crate::nodes::NodeFacts;
 use crate::reconcile::conditions::{condition, merge_front, ready, settle};
 
@@ -25,6 +26,10 @@ pub struct Observed {
     pub device_plugin_config_map: String,
     /// The parts that could not be written; the others were.
     pub failed: FailedParts,
+    /// The pools' validating and quarantined Nodes.
+    pub health: crate::health::Report,
+    /// The discovered placement against the declared one; none when it is the source.
+    pub drift: Option<crate::health::drift::Drift>,
 }
 
 /// Why a part could not be written.
@@ -104,8 +109,10 @@ pub fn build_status(
             .get(&pool.name)
             .map(Vec::as_slice)
             .unwrap_or_default();
+        let health = observed.health.pools.get(&pool.name);
         let ready: Vec<&NodeFacts> = members
             .iter()
+            .filter(|n| !observed.health.holds(&pool.name, n))
             .filter_map(|n| facts.get(n))
             .filter(|f| f.ready)
             .collect();
@@ -125,10 +132,32 @@ pub fn build_status(
             gpus_allocatable: ready.iter().map(|f| f.gpus).sum(),
             gpus_ready: Some(pool_gpus_ready),
             conflicting_nodes: conflicting.clone(),
+            nodes_validating: health.map_or(0, |h| count(h.validating.len())),
+            nodes_quarantined: health.map_or(0, |h| count(h.quarantined.len())),
+            quarantined_nodes: health
+                .map(|h| {
+                    h.quarantined
+                        .iter()
+                        .take(QUARANTINED_LISTED)
+                        .map(|(name, reason)| QuarantinedNode {
+                            name: name.clone(),
+                            reason: *reason,
+                        })
+                        .collect()
+                })
+                .unwrap_or_default(),
         };
         if status.nodes_ready < status.nodes_expected {
+            let mut held = String::new();
+            if status.nodes_validating > 0 {
+                held.push_str(&format!(", {} validating", status.nodes_validating));
+            }
+            if let Some(h) = health.filter(|h| !h.quarantined.is_empty()) {
+                let names: Vec<String> = h.quarantined.keys().cloned().collect();
+                held.push_str(&format!(", quarantined: {}", listing(&names)));
+            }
             waiting.push(format!(
-                "pool {}: {} of {} expected Nodes ready ({} match its nodeSelector)",
+                "pool {}: {} of {} expected Nodes ready ({} match its nodeSelector{held})",
                 pool.name, status.nodes_ready, status.nodes_expected, status.nodes_matched
             ));
         }
@@ -304,7 +333,7 @@ pub fn build_status(
     if let Some(part) = parts.iter().find(|c| is_failed_write(c)) {
         ready_condition.reason.clone_from(&part.reason);
     }
-    let conditions = vec![
+    let mut conditions = vec![
         ready_condition,
         pools_condition,
         fabric_condition,
@@ -312,6 +341,7 @@ pub fn build_status(
         device_plugin,
         attachments,
     ];
+    conditions.push(drift_condition(observed.drift.as_ref(), generation, now));
     FactoryStatus {
         observed_generation: generation,
         conditions: settle(conditions, previous.map_or(&[], |p| &p.conditions)),
@@ -320,6 +350,74 @@ pub fn build_status(
         gpus_expected: expected,
         pools,
     }
+}
+
+/// Quarantined Nodes a pool's status lists by name.
+const QUARANTINED_LISTED: usize = 32;
+
+fn count(n: usize) -> u32 {
+    u32::try_from(n).unwrap_or(u32::MAX)
+}
+
+/// `FabricMatchesDeclaration`: the Nodes whose discovered leaf or unit contradicts the
+/// declaration, by name (a bounded list and the count).
+fn drift_condition(drift: Option<&Drift>, generation: Option<i64>, now: &Time) -> Condition {
+    let type_ = types::FABRIC_MATCHES_DECLARATION;
+    let Some(drift) = drift else {
+        let message = "the placement is read from the discovery labels (source: discovered)";
+        return condition(
+            type_,
+            true,
+            reasons::PLACEMENT_DISCOVERED,
+            message,
+            generation,
+            now,
+        );
+    };
+    if drift.checked == 0 {
+        let message = "no pool Node carries discovered topology labels (Topograph's, or spec.fabric.topology.discovery's)";
+        return condition(
+            type_,
+            true,
+            reasons::NOTHING_DISCOVERED,
+            message,
+            generation,
+            now,
+        );
+    }
+    if drift.drifted.is_empty() {
+        let message = format!(
+            "{} Nodes with discovered topology labels sit in their declared leaf groups and units",
+            drift.checked
+        );
+        return condition(
+            type_,
+            true,
+            reasons::FABRIC_MATCHES,
+            message,
+            generation,
+            now,
+        );
+    }
+    let named: Vec<String> = drift
+        .drifted
+        .iter()
+        .map(|(node, what)| format!("{node} ({what})"))
+        .collect();
+    let message = format!(
+        "{} of {} Nodes with discovered topology labels are cabled elsewhere than declared: {}; fix the cabling or the declaration, or set spec.fabric.topology.source to discovered",
+        named.len(),
+        drift.checked,
+        listing(&named)
+    );
+    condition(
+        type_,
+        false,
+        reasons::FABRIC_DRIFT,
+        message,
+        generation,
+        now,
+    )
 }
 
 /// `DevicePluginConfig`: the GPU Operator's device-plugin ConfigMap is written, or why not, and
@@ -439,6 +537,7 @@ mod tests {
             topology_config_map: "fabbrica-system/it4lia-topology".to_owned(),
             device_plugin_config_map: "gpu-operator/it4lia-device-plugin".to_owned(),
             failed,
+            ..Observed::default()
         }
     }
 
@@ -573,5 +672,59 @@ mod tests {
         let ready = find(&status.conditions, types::READY).unwrap();
         assert_ne!(ready.reason, "NamespaceMissing");
         assert_ne!(ready.reason, "ApplyFailed");
+    }
+
+    #[test]
+    fn quarantined_and_validating_nodes_leave_nodes_ready_and_drift_names_its_nodes() {
+        use fabbrica_crds::v1alpha1::QuarantineReason;
+
+        use crate::health::{PoolHealth, Report};
+
+        let (assignment, facts) = placed();
+        let health = Report {
+            pools: BTreeMap::from([(
+                "h100".to_owned(),
+                PoolHealth {
+                    validating: ["a2".to_owned()].into(),
+                    quarantined: [("a1".to_owned(), QuarantineReason::GpusMissing)].into(),
+                },
+            )]),
+        };
+        let drift = crate::health::drift::Drift {
+            checked: 3,
+            drifted: BTreeMap::from([("b1".to_owned(), "leaf")]),
+        };
+        let observed = Observed {
+            health,
+            drift: Some(drift),
+            ..observed(FailedParts::default())
+        };
+        let status = build_status(&factory(), &assignment, &facts, &observed, None, &now());
+        let pool = status.pools.iter().find(|p| p.name == "h100").unwrap();
+        assert_eq!((pool.nodes_matched, pool.nodes_ready), (2, 0));
+        assert_eq!((pool.nodes_validating, pool.nodes_quarantined), (1, 1));
+        assert_eq!(pool.quarantined_nodes[0].name, "a1");
+        let pools = find(&status.conditions, types::POOLS_READY).unwrap();
+        assert!(
+            pools.message.contains("1 validating, quarantined: a1"),
+            "{}",
+            pools.message
+        );
+        let drift = find(&status.conditions, types::FABRIC_MATCHES_DECLARATION).unwrap();
+        assert_eq!(
+            (drift.status.as_str(), drift.reason.as_str()),
+            ("False", "FabricDrift")
+        );
+        assert!(
+            drift.message.starts_with("1 of 3 Nodes"),
+            "{}",
+            drift.message
+        );
+        assert!(drift.message.contains("b1 (leaf)"), "{}", drift.message);
+        let ready = find(&status.conditions, types::READY).unwrap();
+        assert!(
+            !ready.message.contains("FabricMatchesDeclaration"),
+            "drift informs, it does not make the Factory unready"
+        );
     }
 }

@@ -255,13 +255,14 @@ pub async fn cordon(kit: &Kit, maintenance: &str, view: &NodeView) -> Result<()>
     .await
 }
 
-/// Uncordons `node` if `maintenance` holds it, removing its label, the reboot request and a
-/// done-label naming it.
+/// Uncordons `node` if `maintenance` holds it, removing its label, the reboot request, a
+/// done-label naming it and its validation result (so it is validated again).
 pub async fn uncordon(kit: &Kit, maintenance: &str, view: &NodeView) -> Result<()> {
     if view.held_by.as_deref() != Some(maintenance) {
         return Ok(());
     }
-    let mut node_labels = json!({labels::MAINTENANCE: null});
+    // A Node back from maintenance is validated again where its pool declares validation.
+    let mut node_labels = json!({labels::MAINTENANCE: null, labels::VALIDATION: null});
     if view
         .labels
         .get(labels::MAINTENANCE_DONE)
