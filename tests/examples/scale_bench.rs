@@ -192,7 +192,9 @@ async fn plain_patch_loop(
         .filter(|n| n.starts_with("bench-") && n != SPARE)
         .collect();
     let started = Instant::now();
-    let params = PatchParams::apply(BASELINE_MANAGER);
+    // Forced, as the operator's are: the node lifecycle controller owns `spec.taints` of a
+    // Node it found NotReady before kwok reported it.
+    let params = PatchParams::apply(BASELINE_MANAGER).force();
     futures::stream::iter(names.iter())
         .map(|name| {
             let api = api.clone();
