@@ -1,11 +1,16 @@
 //! Operator at gigafactory scale, against the real control plane.
 //!
 //! Registers N Nodes (default 12,500: DGX B200 training nodes and a MIG-shared
-//! DGX H200 pool, with GPU allocatable and scalable-unit labels), times a plain
-//! loop of writes like the operator's from one client, then starts the operator
-//! binary, applies a Factory for the Nodes and measures: time until every pool
-//! is ready, the operator's peak RSS, API requests and writes during convergence,
-//! and writes during 60 s of steady state. Run it through `tests/bench-operator`.
+//! DGX H200 pool, with GPU allocatable and scalable-unit labels), whose kubelet is
+//! kwok: it reports them Ready, renews their leases and reports their status at
+//! the rates `tests/control-plane` gave it. Measures those heartbeats alone, times
+//! a plain loop of writes like the operator's from one client, then starts the
+//! operator binary, applies a Factory for the Nodes and measures: time until every
+//! pool is ready, the operator's peak RSS, API requests and writes during
+//! convergence, then during a steady state under heartbeats (600 s, or
+//! `FABBRICA_BENCH_STEADY_SECONDS`) its requests, writes and CPU, and at last how
+//! soon a Node going NotReady, losing a GPU or gaining the pool's label shows in
+//! the Factory's status. Run it through `tests/bench-operator`.
 
 use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
@@ -13,15 +18,20 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use fabbrica_crds::v1alpha1::Factory;
-use fabbrica_tests::{client, install_crds, kubeconfig_path, kubectl, repo_root};
+use std::collections::BTreeMap;
+
+use fabbrica_crds::v1alpha1::{Factory, FactoryStatus, GpuSystem};
+use fabbrica_tests::{
+    client, gpu_node, install_crds, kubeconfig_path, kubectl, register_ready_node, repo_root,
+};
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Event, Node};
-use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, ListParams, Patch, PatchParams};
 use serde_json::{Value, json};
 
 const OPERATOR_USER: &str = "system:serviceaccount:fabbrica-system:fabbrica-operator";
 const IN_FLIGHT: usize = 16;
+const POOL_LABEL: &str = "bench.fabbrica.io/pool";
 
 fn pools(nodes: usize) -> [(&'static str, &'static str, usize, u32); 2] {
     // A Gigafactory's proportions: most nodes train, one in 25 serves notebooks (MIG).
@@ -32,35 +42,40 @@ fn pools(nodes: usize) -> [(&'static str, &'static str, usize, u32); 2] {
     ]
 }
 
+/// The Node that joins no pool until the latency probe labels it.
+const SPARE: &str = "bench-spare";
+
+/// Registers the Nodes as the integration tests do ([`register_gpu_node`]: kwok is their
+/// kubelet, they carry a DGX's CPU, memory and GPUs), 16 in flight; the MIG-shared Nodes
+/// advertise their 56 MIG instances as the GPU Operator's device plugin does. One spare
+/// training Node carries no pool label.
 async fn register_nodes(client: &kube::Client, nodes: usize) -> anyhow::Result<()> {
     let api: Api<Node> = Api::all(client.clone());
-    let specs: Vec<(String, &str, u32, usize)> = pools(nodes)
+    let mut specs: Vec<(String, Option<&str>, GpuSystem, u32, usize)> = pools(nodes)
         .into_iter()
-        .flat_map(|(pool, _, count, gpus)| {
-            (0..count).map(move |i| (format!("bench-{pool}-{i:05}"), pool, gpus, i))
+        .flat_map(|(pool, system, count, gpus)| {
+            let system = if system == "dgx-h200" {
+                GpuSystem::DgxH200
+            } else {
+                GpuSystem::DgxB200
+            };
+            (0..count).map(move |i| (format!("bench-{pool}-{i:05}"), Some(pool), system, gpus, i))
         })
         .collect();
+    specs.push((SPARE.to_owned(), None, GpuSystem::DgxB200, 8, 0));
     futures::stream::iter(specs)
-        .map(|(name, pool, gpus, i)| {
+        .map(|(name, pool, system, gpus, i)| {
             let api = api.clone();
             async move {
-                let node: Node = serde_json::from_value(json!({"metadata": {"name": name, "labels": {
-                    "bench.fabbrica.io/pool": pool,
-                    "topology.example.com/scalable-unit": format!("su{:03}", i / 32),
-                }}}))?;
-                match api.create(&PostParams::default(), &node).await {
-                    Ok(_) => {}
-                    Err(kube::Error::Api(e)) if e.code == 409 => {}
-                    Err(e) => return Err(e.into()),
+                let mut labels = BTreeMap::from([(
+                    "topology.example.com/scalable-unit".to_owned(),
+                    format!("su{:03}", i / 32),
+                )]);
+                if let Some(pool) = pool {
+                    labels.insert(POOL_LABEL.to_owned(), pool.to_owned());
                 }
-                let status = json!({"status": {
-                    "allocatable": {"nvidia.com/gpu": gpus.to_string()},
-                    "capacity": {"nvidia.com/gpu": gpus.to_string()},
-                    "conditions": [{"type": "Ready", "status": "True", "reason": "KubeletReady", "message": "bench",
-                        "lastHeartbeatTime": "2026-01-01T00:00:00Z", "lastTransitionTime": "2026-01-01T00:00:00Z"}],
-                }});
-                api.patch_status(&name, &PatchParams::default(), &Patch::Merge(&status)).await?;
-                anyhow::Ok(())
+                let node = gpu_node(&name, system, u32::try_from(i / 18)?, labels)?;
+                register_ready_node(&api, &node, &gpus.to_string()).await
             }
         })
         .buffer_unordered(IN_FLIGHT)
@@ -69,6 +84,73 @@ async fn register_nodes(client: &kube::Client, nodes: usize) -> anyhow::Result<(
         .into_iter()
         .collect::<anyhow::Result<Vec<()>>>()?;
     Ok(())
+}
+
+fn is_ready(node: &Node) -> bool {
+    node.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+}
+
+/// Waits until kwok reports every Node Ready.
+async fn until_ready(client: &kube::Client, nodes: usize) -> anyhow::Result<()> {
+    let api: Api<Node> = Api::all(client.clone());
+    let started = Instant::now();
+    loop {
+        let mut count = 0;
+        let mut params = ListParams::default().limit(2000);
+        loop {
+            let page = api.list(&params).await?;
+            count += page.items.iter().filter(|n| is_ready(n)).count();
+            match page.metadata.continue_ {
+                Some(token) if !token.is_empty() => params = params.continue_token(&token),
+                _ => break,
+            }
+        }
+        if count > nodes {
+            return Ok(());
+        }
+        anyhow::ensure!(
+            started.elapsed() < Duration::from_secs(900),
+            "kwok reported {count} of {} Nodes Ready after 15 minutes",
+            nodes + 1
+        );
+        tokio::time::sleep(Duration::from_secs(5)).await;
+    }
+}
+
+/// Node status writes and lease writes the API server has answered so far, from its
+/// `apiserver_request_total` (every client: here the simulated kubelets do nearly all).
+fn heartbeat_writes() -> anyhow::Result<(f64, f64)> {
+    let metrics = kubectl(&["get", "--raw", "/metrics"])?;
+    let (mut status, mut leases) = (0.0, 0.0);
+    for line in metrics.lines() {
+        let Some(rest) = line.strip_prefix("apiserver_request_total{") else {
+            continue;
+        };
+        let Some((labels, value)) = rest.rsplit_once("} ") else {
+            continue;
+        };
+        let value: f64 = value.trim().parse().unwrap_or(0.0);
+        let write = labels.contains("verb=\"PATCH\"") || labels.contains("verb=\"PUT\"");
+        if !write {
+            continue;
+        }
+        if labels.contains("resource=\"nodes\"") && labels.contains("subresource=\"status\"") {
+            status += value;
+        } else if labels.contains("resource=\"leases\"") {
+            leases += value;
+        }
+    }
+    Ok((status, leases))
+}
+
+/// The machine's load average over 1, 5 and 15 minutes.
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_default()
 }
 
 /// The field manager of the plain loop.
@@ -107,10 +189,12 @@ async fn plain_patch_loop(
         .items
         .into_iter()
         .filter_map(|n| n.metadata.name)
-        .filter(|n| n.starts_with("bench-"))
+        .filter(|n| n.starts_with("bench-") && n != SPARE)
         .collect();
     let started = Instant::now();
-    let params = PatchParams::apply(BASELINE_MANAGER);
+    // Forced, as the operator's are: the node lifecycle controller owns `spec.taints` of a
+    // Node it found NotReady before kwok reported it.
+    let params = PatchParams::apply(BASELINE_MANAGER).force();
     futures::stream::iter(names.iter())
         .map(|name| {
             let api = api.clone();
@@ -234,6 +318,121 @@ fn peak_rss_mib(pid: u32) -> Option<f64> {
     Some(kb / 1024.0)
 }
 
+/// Seconds from an environment variable, or `default`.
+fn seconds_from_env(name: &str, default: f64) -> f64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// Polls the Factory's status every 20 ms until `shows` holds of it; the time since `since`.
+async fn shown_after(
+    factories: &Api<Factory>,
+    since: Instant,
+    shows: impl Fn(&FactoryStatus) -> bool,
+) -> anyhow::Result<Duration> {
+    loop {
+        if factories
+            .get("bench")
+            .await?
+            .status
+            .as_ref()
+            .is_some_and(&shows)
+        {
+            return Ok(since.elapsed());
+        }
+        anyhow::ensure!(
+            since.elapsed() < Duration::from_secs(120),
+            "the Factory's status did not show the change within 120 s"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The training pool's (matched Nodes, ready Nodes, ready GPUs).
+fn train(status: &FactoryStatus) -> (u32, u32, u64) {
+    status
+        .pools
+        .iter()
+        .find(|p| p.name == "train")
+        .map_or((0, 0, 0), |p| {
+            (p.nodes_matched, p.nodes_ready, p.gpus_ready.unwrap_or(0))
+        })
+}
+
+/// How long, in ms, until each of three changes of a Node shows in the Factory's status (and
+/// until its undoing does), three times each: a Node going NotReady (timed from when the API
+/// server shows it NotReady; kwok's chaos stage makes it so), losing a GPU from its allocatable
+/// resources and a spare Node gaining the pool's label (both timed from the write).
+async fn latencies(
+    client: &kube::Client,
+    factories: &Api<Factory>,
+) -> anyhow::Result<Vec<(&'static str, Vec<u128>)>> {
+    let nodes: Api<Node> = Api::all(client.clone());
+    let before = factories.get("bench").await?.status.context("a status")?;
+    let (matched, ready, gpus) = train(&before);
+    let label = |key: &str, value: Option<&str>| json!({"metadata": {"labels": {key: value}}});
+    let merge = PatchParams::default();
+    let mut probes = vec![
+        ("Node NotReady", Vec::new()),
+        ("Node Ready again", Vec::new()),
+        ("Node loses a GPU", Vec::new()),
+        ("Node gets it back", Vec::new()),
+        ("Node gains the pool's label", Vec::new()),
+        ("Node loses it", Vec::new()),
+    ];
+    for round in 0..3 {
+        let name = format!("bench-train-{:05}", 101 * round + 7);
+        let not_ready = "node-not-ready.stage.kwok.x-k8s.io";
+        nodes
+            .patch(&name, &merge, &Patch::Merge(label(not_ready, Some("true"))))
+            .await?;
+        let since = loop {
+            if !is_ready(&nodes.get(&name).await?) {
+                break Instant::now();
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        let shown = shown_after(factories, since, |s| train(s).1 == ready - 1).await?;
+        probes[0].1.push(shown.as_millis());
+        nodes
+            .patch(&name, &merge, &Patch::Merge(label(not_ready, None)))
+            .await?;
+        let since = loop {
+            if is_ready(&nodes.get(&name).await?) {
+                break Instant::now();
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        let shown = shown_after(factories, since, |s| train(s).1 == ready).await?;
+        probes[1].1.push(shown.as_millis());
+
+        for (i, (left, expected)) in [(7, gpus - 1), (8, gpus)].into_iter().enumerate() {
+            let since = Instant::now();
+            let status = json!({"status": {"allocatable": {"nvidia.com/gpu": left.to_string()}}});
+            nodes
+                .patch_status(&name, &merge, &Patch::Merge(&status))
+                .await?;
+            let shown = shown_after(factories, since, |s| train(s).2 == expected).await?;
+            probes[2 + i].1.push(shown.as_millis());
+        }
+
+        for (i, (value, expected)) in [(Some("train"), matched + 1), (None, matched)]
+            .into_iter()
+            .enumerate()
+        {
+            let since = Instant::now();
+            nodes
+                .patch(SPARE, &merge, &Patch::Merge(label(POOL_LABEL, value)))
+                .await?;
+            let shown = shown_after(factories, since, |s| train(s).0 == expected).await?;
+            probes[4 + i].1.push(shown.as_millis());
+        }
+    }
+    Ok(probes)
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let nodes: usize = std::env::args()
@@ -245,6 +444,12 @@ async fn main() -> anyhow::Result<()> {
         .nth(2)
         .map(PathBuf::from)
         .unwrap_or_else(|| repo_root().join("target/release/fabbrica-operator"));
+    let steady_for =
+        Duration::from_secs_f64(seconds_from_env("FABBRICA_BENCH_STEADY_SECONDS", 600.0));
+    // The simulated kubelets' settings, as `tests/control-plane` gave them to kwok.
+    let lease_renewal = seconds_from_env("FABBRICA_KWOK_LEASE_SECONDS", 40.0) / 4.0;
+    let status_every = seconds_from_env("FABBRICA_KWOK_STATUS_SECONDS", 600.0);
+    let mut loads = vec![("start", load_average())];
     let state = kubeconfig_path()
         .parent()
         .context("kubeconfig has a folder")?
@@ -267,7 +472,29 @@ async fn main() -> anyhow::Result<()> {
     let started = Instant::now();
     register_nodes(&client, nodes).await?;
     eprintln!("registered in {:.1} s", started.elapsed().as_secs_f64());
+    until_ready(&client, nodes).await?;
+    eprintln!(
+        "kwok reported every Node Ready {:.1} s after the start",
+        started.elapsed().as_secs_f64()
+    );
+    // The heartbeats alone, once every Node has had the time for its first status report.
+    let settle = Duration::from_secs_f64(status_every.min(60.0));
+    tokio::time::sleep(settle).await;
+    let (status_before, leases_before) = heartbeat_writes()?;
+    let window = Instant::now();
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    let (status_after, leases_after) = heartbeat_writes()?;
+    let alone = window.elapsed().as_secs_f64();
+    let alone_rates = (
+        (status_after - status_before) / alone,
+        (leases_after - leases_before) / alone,
+    );
+    eprintln!(
+        "heartbeats alone: {:.0} Node status writes/s, {:.0} lease writes/s",
+        alone_rates.0, alone_rates.1
+    );
 
+    loads.push(("plain loop", load_average()));
     let cpu_before = control_plane_cpu(&state);
     let (patched, baseline) = plain_patch_loop(&client, baseline_write).await?;
     let baseline_server_cpu = control_plane_cpu(&state) - cpu_before;
@@ -281,6 +508,7 @@ async fn main() -> anyhow::Result<()> {
         undone.as_secs_f64()
     );
 
+    loads.push(("operator start", load_average()));
     let offset = audit_counts(&audit, 0)?.end;
     let cpu_before = control_plane_cpu(&state);
     let started = Instant::now();
@@ -359,21 +587,44 @@ async fn main() -> anyhow::Result<()> {
     }
     let converging = audit_counts(&audit, offset)?;
     eprintln!(
-        "converged in {:.1} s; steady state for 60 s ...",
-        converged.as_secs_f64()
+        "converged in {:.1} s; steady state for {:.0} s ...",
+        converged.as_secs_f64(),
+        steady_for.as_secs_f64()
     );
-    tokio::time::sleep(Duration::from_secs(60)).await;
+    loads.push(("steady state", load_average()));
+    let operator_cpu_before = cpu_seconds(operator.id()).unwrap_or_default();
+    let (status_before, leases_before) = heartbeat_writes()?;
+    let window = Instant::now();
+    tokio::time::sleep(steady_for).await;
+    let (status_after, leases_after) = heartbeat_writes()?;
+    let steady_secs = window.elapsed().as_secs_f64();
+    let steady_cpu = cpu_seconds(operator.id()).unwrap_or_default() - operator_cpu_before;
     let steady = audit_counts(&audit, converging.end)?;
     for write in &steady.writes {
         eprintln!("write in steady state: {write}");
     }
+    let node_updates = status_after - status_before;
+    let steady_rates = (
+        node_updates / steady_secs,
+        (leases_after - leases_before) / steady_secs,
+    );
+    loads.push(("end of steady state", load_average()));
+    eprintln!("probing how soon Node changes show in the status ...");
+    let probes = latencies(&client, &factories).await?;
     let rss = peak_rss_mib(operator.id());
     let _ = operator.kill();
     let _ = operator.wait();
 
     println!("| figure | value |");
     println!("|---|---|");
-    println!("| nodes | {nodes} |");
+    println!("| nodes | {nodes} (and one spare) |");
+    println!(
+        "| simulated kubelets: lease renewed / Node status reported, each Node | every {lease_renewal:.0} s / every {status_every:.0} s |"
+    );
+    println!(
+        "| heartbeats alone: Node status writes / lease writes | {:.0}/s / {:.0}/s |",
+        alone_rates.0, alone_rates.1
+    );
     println!(
         "| plain loop of the same writes, one client, {IN_FLIGHT} in flight | {:.1} s |",
         baseline.as_secs_f64()
@@ -398,17 +649,32 @@ async fn main() -> anyhow::Result<()> {
         operator_cpu.map_or("n/a".into(), |s| format!("{s:.1} s"))
     );
     println!(
-        "| API requests during convergence | {} |",
-        converging.requests
-    );
-    println!(
-        "| API writes during convergence | {} |",
+        "| API requests / writes during convergence | {} / {} |",
+        converging.requests,
         converging.writes.len()
     );
     println!(
-        "| API requests / writes in 60 s of steady state | {} / {} |",
+        "| steady state: Node status writes / lease writes | {:.0}/s / {:.0}/s over {steady_secs:.0} s |",
+        steady_rates.0, steady_rates.1
+    );
+    println!(
+        "| steady state: operator API requests / writes | {} / {} |",
         steady.requests,
         steady.writes.len()
     );
+    println!(
+        "| steady state: operator CPU | {steady_cpu:.2} s, {:.2} % of a core, {:.1} ms per 1,000 Node updates |",
+        100.0 * steady_cpu / steady_secs,
+        1000.0 * steady_cpu / (node_updates / 1000.0).max(f64::MIN_POSITIVE)
+    );
+    for (change, ms) in &probes {
+        let ms: Vec<String> = ms.iter().map(u128::to_string).collect();
+        println!(
+            "| {change}, until the status shows it | {} ms |",
+            ms.join(" / ")
+        );
+    }
+    let loads: Vec<String> = loads.iter().map(|(at, l)| format!("{at} {l}")).collect();
+    println!("| load average (1, 5, 15 min) | {} |", loads.join("; "));
     Ok(())
 }

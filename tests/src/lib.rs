@@ -10,6 +10,8 @@ use anyhow::{Context, bail};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config, ResourceExt};
 
+pub mod kwok;
+
 /// Where `tests/control-plane up` writes its admin kubeconfig by default.
 pub fn default_kubeconfig() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/control-plane/kubeconfig")
@@ -179,6 +181,8 @@ pub const KWOK_NODE_ANNOTATION: &str = "kwok.x-k8s.io/node";
 /// Registers `node` as its kubelet would, with a simulated kubelet (kwok) behind it: created
 /// with its `kubernetes.io/hostname` label, `gpus` allocatable `nvidia.com/gpu` (and a DGX's CPU, memory and Pod capacity) in its
 /// status, then reported Ready and its lease renewed by kwok. Pods bound to it go Running.
+/// The control plane's kwok plays it, unless its [`KWOK_NODE_ANNOTATION`] names another
+/// ([`kwok::Kubelets`]).
 pub async fn register_ready_node(
     api: &kube::Api<k8s_openapi::api::core::v1::Node>,
     node: &k8s_openapi::api::core::v1::Node,
@@ -196,7 +200,8 @@ pub async fn register_ready_node(
     node.metadata
         .annotations
         .get_or_insert_default()
-        .insert(KWOK_NODE_ANNOTATION.to_owned(), "fake".to_owned());
+        .entry(KWOK_NODE_ANNOTATION.to_owned())
+        .or_insert_with(|| "fake".to_owned());
     node.status = Some(serde_json::from_value(serde_json::json!({
         "capacity": {fabbrica_crds::labels::GPU_RESOURCE: gpus, "cpu": "224", "memory": "2Ti", "pods": "110"},
         "allocatable": {fabbrica_crds::labels::GPU_RESOURCE: gpus, "cpu": "220", "memory": "2000Gi", "pods": "110"},
