@@ -88,6 +88,27 @@ where
     }
 }
 
+/// Reads `name` from `api` every 200 ms until `check` returns `Some` for it, or fails after
+/// `timeout` saying what it waited for.
+pub async fn get_until<K, T>(
+    api: &kube::Api<K>,
+    name: &str,
+    what: &str,
+    timeout: Duration,
+    check: impl Fn(K) -> Option<T>,
+) -> anyhow::Result<T>
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let check = &check;
+    eventually(
+        what,
+        timeout,
+        || async move { Ok(check(api.get(name).await?)) },
+    )
+    .await
+}
+
 /// Applies every fabbrica CRD with server-side apply and waits until the API server serves them.
 pub async fn install_crds(client: &Client) -> anyhow::Result<()> {
     use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;

@@ -120,6 +120,25 @@ fn workspace(
 
 /// A Pod holding `gpus` GPUs of the factory's pool, fit for Pod Security `restricted`, gone at
 /// once when deleted.
+/// Waits until the API server applies the operator's admission policy (it loads a new policy
+/// and binding a moment after they are written): a dry-run GPU Pod comes back marked.
+async fn policy_in_effect(pods: &Api<Pod>, factory: &str) -> anyhow::Result<()> {
+    let probe = gpu_pod("policy-probe", factory, 1)?;
+    let dry_run = PostParams {
+        dry_run: true,
+        ..PostParams::default()
+    };
+    eventually("the admission policy marks GPU Pods", WAIT, || async {
+        let pod = pods.create(&dry_run, &probe).await?;
+        Ok(pod
+            .finalizers()
+            .iter()
+            .any(|f| f == POD_FINALIZER)
+            .then_some(()))
+    })
+    .await
+}
+
 fn gpu_pod(name: &str, factory: &str, gpus: u32) -> anyhow::Result<Pod> {
     Ok(serde_json::from_value(json!({
         "metadata": {"name": name},
@@ -343,6 +362,7 @@ async fn usage_is_metered_the_budget_closes_new_work_and_notebooks_and_raising_i
         }))?,
     )
     .await?;
+    policy_in_effect(&pods, &site.factory).await?;
     let created = pods
         .create(&PostParams::default(), &gpu_pod("train", &site.factory, 2)?)
         .await?;

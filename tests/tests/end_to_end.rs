@@ -290,9 +290,15 @@ async fn a_rendered_site_becomes_ready_under_the_charts_least_privilege_rbac() -
         ])?,
         ExitCode::SUCCESS
     );
+    // The site's sync (Factory, Workspaces), then the notebooks' beneath it.
     let overlay = site.join("gitops/overlays").join(OVERLAY);
-    let built = kubectl(&["kustomize", overlay.to_str().unwrap()])?;
-    let docs: Vec<Value> = serde_saphyr::from_multiple(&built)?;
+    let notebooks = overlay.join("notebooks");
+    let mut docs: Vec<Value> =
+        serde_saphyr::from_multiple(&kubectl(&["kustomize", overlay.to_str().unwrap()])?)?;
+    docs.extend(serde_saphyr::from_multiple::<Value>(&kubectl(&[
+        "kustomize",
+        notebooks.to_str().unwrap(),
+    ])?)?);
     let factory: Factory = serde_json::from_value(
         docs.iter()
             .find(|d| d["kind"] == "Factory")
@@ -341,23 +347,18 @@ async fn a_rendered_site_becomes_ready_under_the_charts_least_privilege_rbac() -
     let operator_log = scratch.join("operator.log");
     let operator = start_operator(&state, &operator_log)?;
 
-    // 4. Sync the overlay as a GitOps tool would, and wait for Ready.
-    // Notebooks live in namespaces the operator creates for their workspaces: like Argo CD
-    // and Flux, retry the sync until those exist.
-    fabbrica_tests::eventually("the overlay applies", Duration::from_secs(120), || async {
-        match kubectl(&[
+    // 4. Sync as a GitOps tool would, and wait for Ready: the site first; the notebooks, whose
+    // namespaces the operator makes for their Workspaces, once those are Ready.
+    let sync = |dir: &std::path::Path| {
+        kubectl(&[
             "apply",
             "--server-side",
             "--force-conflicts",
             "-k",
-            overlay.to_str().unwrap(),
-        ]) {
-            Ok(_) => Ok(Some(())),
-            Err(e) if e.to_string().contains("NotFound") => Ok(None),
-            Err(e) => Err(e),
-        }
-    })
-    .await?;
+            dir.to_str().unwrap(),
+        ])
+    };
+    sync(&overlay)?;
     let wait_for =
         |condition: &str, what: &str, namespace: Option<&str>| -> anyhow::Result<String> {
             let condition = format!("--for={condition}");
@@ -389,6 +390,7 @@ async fn a_rendered_site_becomes_ready_under_the_charts_least_privilege_rbac() -
         wait(&workspace, None)?;
         wait_for("condition=QueueReady", &workspace, None)?;
     }
+    sync(&notebooks)?;
     for doc in docs.iter().filter(|d| d["kind"] == "JupyterEnvironment") {
         let name = doc["metadata"]["name"].as_str().unwrap_or_default();
         wait(

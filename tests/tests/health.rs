@@ -9,7 +9,8 @@ use fabbrica_crds::labels;
 use fabbrica_crds::v1alpha1::{Factory, GpuSystem, PoolStatus, QuarantineReason, condition};
 use fabbrica_operator::Settings;
 use fabbrica_tests::{
-    InProcessOperator, client, eventually, gpu_node, install_crds, register_gpu_node, unique_name,
+    InProcessOperator, client, eventually, get_until, gpu_node, install_crds, register_gpu_node,
+    unique_name,
 };
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{Namespace, Node};
@@ -110,17 +111,18 @@ async fn pool_until(
     check: impl Fn(&PoolStatus) -> bool,
 ) -> anyhow::Result<PoolStatus> {
     let api = Api::<Factory>::all(client.clone());
-    let check = &check;
-    eventually(&format!("pool train of {run}: {what}"), WAIT, || {
-        let api = api.clone();
-        async move {
-            let factory = api.get(run).await?;
+    get_until(
+        &api,
+        run,
+        &format!("pool train of {run}: {what}"),
+        WAIT,
+        |factory| {
             let pool = factory
                 .status
                 .and_then(|s| s.pools.into_iter().find(|p| p.name == "train"));
-            Ok(pool.filter(|p| check(p)))
-        }
-    })
+            pool.filter(|p| check(p))
+        },
+    )
     .await
 }
 

@@ -13,7 +13,8 @@ use fabbrica_crds::v1alpha1::{
 };
 use fabbrica_operator::Settings;
 use fabbrica_tests::{
-    InProcessOperator, client, eventually, gpu_node, install_crds, register_gpu_node, unique_name,
+    InProcessOperator, client, eventually, get_until, gpu_node, install_crds, register_gpu_node,
+    unique_name,
 };
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
@@ -148,14 +149,13 @@ async fn wait_for(
     check: impl Fn(&Maintenance) -> bool,
 ) -> anyhow::Result<Maintenance> {
     let api = Api::<Maintenance>::all(client.clone());
-    let check = &check;
-    eventually(&format!("Maintenance {name} {what}"), WAIT, || {
-        let api = api.clone();
-        async move {
-            let m = api.get(name).await?;
-            Ok(check(&m).then_some(m))
-        }
-    })
+    get_until(
+        &api,
+        name,
+        &format!("Maintenance {name} {what}"),
+        WAIT,
+        |m| check(&m).then_some(m),
+    )
     .await
 }
 
