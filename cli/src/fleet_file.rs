@@ -102,6 +102,14 @@ pub fn report(source: &str, problems: &[Problem]) {
     );
 }
 
+/// `result`'s value, or `None` once its problems are printed on stderr, located in the fleet
+/// file at `path` (see [`report`]).
+pub fn or_report<T>(path: &Path, result: Result<T, Vec<Problem>>) -> Option<T> {
+    result
+        .map_err(|problems| report(&path.display().to_string(), &problems))
+        .ok()
+}
+
 /// A site of a fleet checked and sized, with its cells.
 #[derive(Debug)]
 pub struct PlannedSite<'a> {

@@ -9,7 +9,7 @@ use std::process::ExitCode;
 use fabbrica_site::fleet::{FleetPlan, Totals, roll_up};
 use fabbrica_site::grouped;
 
-use crate::fleet_file::{assemble, base_dir, load, plan, report};
+use crate::fleet_file::{assemble, base_dir, load, or_report, plan};
 use crate::output::{Output, formatted, table};
 
 /// Size every site of a fleet and roll them up by site and country.
@@ -46,21 +46,12 @@ pub fn fleet_plan(
     path: &std::path::Path,
     max_nodes: Option<u32>,
 ) -> anyhow::Result<Option<FleetPlan>> {
-    let source = path.display().to_string();
     let fleet = load(path)?;
-    let sites = match assemble(&fleet, &base_dir(path)) {
-        Ok(sites) => sites,
-        Err(problems) => {
-            report(&source, &problems);
-            return Ok(None);
-        }
+    let Some(sites) = or_report(path, assemble(&fleet, &base_dir(path))) else {
+        return Ok(None);
     };
-    let planned = match plan(&sites, max_nodes) {
-        Ok(planned) => planned,
-        Err(problems) => {
-            report(&source, &problems);
-            return Ok(None);
-        }
+    let Some(planned) = or_report(path, plan(&sites, max_nodes)) else {
+        return Ok(None);
     };
     let rows: Vec<_> = planned
         .iter()

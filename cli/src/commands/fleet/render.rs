@@ -9,7 +9,7 @@ use std::process::ExitCode;
 use fabbrica_site::grouped;
 use serde::Serialize;
 
-use crate::fleet_file::{assemble, base_dir, load, plan, report};
+use crate::fleet_file::{assemble, base_dir, load, or_report, plan};
 use crate::output::{Output, emit};
 use crate::site_render::{File, is_empty_dir, progress, render, write};
 
@@ -68,19 +68,11 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             args.out.display()
         );
     }
-    let sites = match assemble(&fleet, &base_dir(&args.fleet)) {
-        Ok(sites) => sites,
-        Err(problems) => {
-            report(&source, &problems);
-            return Ok(ExitCode::from(1));
-        }
+    let Some(sites) = or_report(&args.fleet, assemble(&fleet, &base_dir(&args.fleet))) else {
+        return Ok(ExitCode::from(1));
     };
-    let planned = match plan(&sites, args.max_nodes_per_cluster) {
-        Ok(planned) => planned,
-        Err(problems) => {
-            report(&source, &problems);
-            return Ok(ExitCode::from(1));
-        }
+    let Some(planned) = or_report(&args.fleet, plan(&sites, args.max_nodes_per_cluster)) else {
+        return Ok(ExitCode::from(1));
     };
     let base = args
         .repo_url_base

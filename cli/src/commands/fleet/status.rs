@@ -20,7 +20,7 @@ use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config, ResourceExt};
 use serde::Serialize;
 
-use crate::fleet_file::{assemble, base_dir, load, plan, report};
+use crate::fleet_file::{assemble, base_dir, load, or_report, plan};
 use crate::output::{Output, emit, table};
 
 /// Read every site's cluster and show the fleet in one table.
@@ -153,21 +153,12 @@ pub fn fleet_status(
     kubeconfig: Option<&Path>,
     timeout: Duration,
 ) -> anyhow::Result<Option<FleetStatus>> {
-    let source = path.display().to_string();
     let fleet = load(path)?;
-    let sites = match assemble(&fleet, &base_dir(path)) {
-        Ok(sites) => sites,
-        Err(problems) => {
-            report(&source, &problems);
-            return Ok(None);
-        }
+    let Some(sites) = or_report(path, assemble(&fleet, &base_dir(path))) else {
+        return Ok(None);
     };
-    let planned = match plan(&sites, None) {
-        Ok(planned) => planned,
-        Err(problems) => {
-            report(&source, &problems);
-            return Ok(None);
-        }
+    let Some(planned) = or_report(path, plan(&sites, None)) else {
+        return Ok(None);
     };
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
