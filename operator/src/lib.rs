@@ -11,6 +11,7 @@ pub mod error;
 pub mod factory;
 pub mod health;
 pub mod http;
+pub mod interned;
 pub mod leader;
 pub mod maintenance;
 pub mod metrics;

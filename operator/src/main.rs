@@ -16,8 +16,16 @@ use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config};
 use tokio::sync::watch;
 
+/// With the `dhat-heap` feature every allocation is recorded for a heap profile.
+#[cfg(feature = "dhat-heap")]
+#[global_allocator]
+static ALLOC: dhat::Alloc = dhat::Alloc;
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    // Written when main returns, as it does on SIGTERM.
+    #[cfg(feature = "dhat-heap")]
+    let _profiler = dhat::Profiler::builder().trim_backtraces(Some(48)).build();
     let cli = Cli::parse();
     fabbrica_operator::telemetry::init(cli.serve.log_format);
     let settings = cli.settings();

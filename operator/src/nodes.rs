@@ -16,7 +16,7 @@
 //! reads is ignored) sends a trigger that reconciles the Factories.
 
 use std::borrow::Cow;
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, RwLock};
 
 use fabbrica_crds::labels;
@@ -33,6 +33,7 @@ use kube::{Api, Client, Resource, ResourceExt};
 use serde::{Deserialize, Deserializer};
 
 use crate::FIELD_MANAGER;
+use crate::interned::{Keys, Labels, Sym, sym};
 
 /// Annotation recording the taints fabbrica put on a Node (`key=value:Effect,...`), so that it
 /// removes exactly those and never a taint someone else set.
@@ -42,15 +43,20 @@ pub const TAINTS_ANNOTATION: &str = "fabbrica.io/taints";
 /// Node, not the labels.
 pub type NodeMetas = HashMap<String, Arc<NodeMeta>>;
 
-/// A Node as pool selection sees it.
+/// The facts of some Nodes, by name, shared with the projection: a copy costs a name and a
+/// pointer per Node.
+pub type Facts = HashMap<String, Arc<NodeFacts>>;
+
+/// A Node as pool selection sees it. Its strings are interned: a gigafactory's Nodes share
+/// nearly all their label keys and values.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct NodeMeta {
     /// Every label of the Node.
-    pub labels: BTreeMap<String, String>,
+    pub labels: Labels,
     /// The value of [`TAINTS_ANNOTATION`], if set.
-    pub taint_record: Option<String>,
+    pub taint_record: Option<Sym>,
     /// Label keys fabbrica's field manager applied.
-    pub owned_labels: BTreeSet<String>,
+    pub owned_labels: Keys,
     /// Whether fabbrica's field manager applied [`TAINTS_ANNOTATION`].
     pub owns_taint_record: bool,
     /// Whether fabbrica's field manager owns `spec.taints` (an atomic list on Nodes).
@@ -61,17 +67,18 @@ impl NodeMeta {
     /// Projects a Node's metadata.
     pub fn from_meta(meta: &ObjectMeta) -> Self {
         let mut node = NodeMeta {
-            labels: meta.labels.clone().unwrap_or_default(),
+            labels: meta.labels.as_ref().map(Labels::from).unwrap_or_default(),
             taint_record: meta
                 .annotations
                 .as_ref()
                 .and_then(|a| a.get(TAINTS_ANNOTATION))
-                .cloned(),
+                .map(|record| sym(record)),
             ..NodeMeta::default()
         };
         let ours = meta.managed_fields.iter().flatten().filter(|m| {
             m.manager.as_deref() == Some(FIELD_MANAGER) && m.operation.as_deref() == Some("Apply")
         });
+        let mut owned_labels: Vec<&str> = Vec::new();
         for entry in ours {
             let Some(fields) = entry.fields_v1.as_ref().map(|f| &f.0) else {
                 continue;
@@ -81,12 +88,7 @@ impl NodeMeta {
                 .and_then(|m| m.get("f:labels"))
                 .and_then(|l| l.as_object())
             {
-                node.owned_labels.extend(
-                    owned
-                        .keys()
-                        .filter_map(|k| k.strip_prefix("f:"))
-                        .map(str::to_owned),
-                );
+                owned_labels.extend(owned.keys().filter_map(|k| k.strip_prefix("f:")));
             }
             let annotation = format!("f:{TAINTS_ANNOTATION}");
             node.owns_taint_record |= metadata
@@ -98,6 +100,7 @@ impl NodeMeta {
                 .and_then(|s| s.get("f:taints"))
                 .is_some();
         }
+        node.owned_labels = owned_labels.into_iter().collect();
         node
     }
 }
@@ -256,7 +259,7 @@ impl Significant for Arc<NodeMeta> {
     }
 }
 
-impl Significant for NodeFacts {
+impl Significant for Arc<NodeFacts> {
     /// The resourceVersion is left out: a kubelet's status report changes it on every Node every
     /// few minutes, which at 12,500 Nodes would reconcile the Factories many times a second for
     /// nothing. It is still stored, for the next taint write's precondition.
@@ -325,7 +328,7 @@ impl<T: Significant> Projection<T> {
 #[derive(Debug, Default)]
 pub struct NodeIndex {
     meta: RwLock<Projection<Arc<NodeMeta>>>,
-    facts: RwLock<Projection<NodeFacts>>,
+    facts: RwLock<Projection<Arc<NodeFacts>>>,
 }
 
 impl NodeIndex {
@@ -342,11 +345,8 @@ impl NodeIndex {
             .unwrap_or_default()
     }
 
-    /// The facts of the given Nodes (those fabbrica manages).
-    pub fn facts_of<'a>(
-        &self,
-        names: impl IntoIterator<Item = &'a String>,
-    ) -> HashMap<String, NodeFacts> {
+    /// The facts of the given Nodes (those fabbrica manages), shared with the projection.
+    pub fn facts_of<'a>(&self, names: impl IntoIterator<Item = &'a String>) -> Facts {
         let Ok(facts) = self.facts.read() else {
             return HashMap::new();
         };
@@ -387,7 +387,7 @@ impl NodeIndex {
             if !labelled {
                 projection.items.remove(&name);
             } else if let Some(facts) = facts {
-                projection.apply(Event::Apply((name, facts)));
+                projection.apply(Event::Apply((name, Arc::new(facts))));
             }
         }
     }
@@ -400,7 +400,7 @@ impl NodeIndex {
     }
 
     fn apply_facts(&self, event: Event<FactsNode>) -> bool {
-        let event = map_event(event, |n| (n.name_any(), NodeFacts::from(n)));
+        let event = map_event(event, |n| (n.name_any(), Arc::new(NodeFacts::from(n))));
         self.facts.write().is_ok_and(|mut p| p.apply(event))
     }
 }
@@ -501,7 +501,7 @@ mod tests {
             ..ObjectMeta::default()
         };
         let node = NodeMeta::from_meta(&meta);
-        assert_eq!(node.owned_labels, BTreeSet::from([labels::POOL.to_owned()]));
+        assert_eq!(node.owned_labels.iter().collect::<Vec<_>>(), [labels::POOL]);
         assert!(node.owns_taints && node.owns_taint_record);
         assert_eq!(node.labels.len(), 2);
     }
@@ -514,12 +514,14 @@ mod tests {
 
     #[test]
     fn a_status_report_that_changes_only_the_resource_version_triggers_nothing() {
-        let mut p = Projection::<NodeFacts>::default();
-        let facts = |rv: &str, ready: bool| NodeFacts {
-            resource_version: rv.into(),
-            ready,
-            gpus: 8,
-            taints: Vec::new(),
+        let mut p = Projection::<Arc<NodeFacts>>::default();
+        let facts = |rv: &str, ready: bool| {
+            Arc::new(NodeFacts {
+                resource_version: rv.into(),
+                ready,
+                gpus: 8,
+                taints: Vec::new(),
+            })
         };
         assert!(p.apply(Event::Apply(("n".into(), facts("1", true)))));
         assert!(!p.apply(Event::Apply(("n".into(), facts("2", true)))));
@@ -592,7 +594,7 @@ mod tests {
         let facts = index.facts_of([&"gpu-1".to_owned()]);
         assert_eq!(facts["gpu-1"].resource_version, "7");
         assert_eq!(facts["gpu-1"].taints.len(), 1);
-        assert_eq!(index.metas()["gpu-1"].labels[labels::POOL], "train");
+        assert_eq!(&index.metas()["gpu-1"].labels[labels::POOL], "train");
         let watched: FactsNode =
             serde_json::from_value(serde_json::to_value(&node).expect("json")).expect("facts");
         assert!(!index.apply_facts(Event::Apply(watched)));

@@ -3,14 +3,16 @@
 //! Registers N Nodes (default 12,500: DGX B200 training nodes and a MIG-shared
 //! DGX H200 pool, with GPU allocatable and scalable-unit labels), whose kubelet is
 //! kwok: it reports them Ready, renews their leases and reports their status at
-//! the rates `tests/control-plane` gave it. Measures those heartbeats alone, times
-//! a plain loop of writes like the operator's from one client, then starts the
-//! operator binary, applies a Factory for the Nodes and measures: time until every
-//! pool is ready, the operator's peak RSS, API requests and writes during
-//! convergence, then during a steady state under heartbeats (600 s, or
-//! `FABBRICA_BENCH_STEADY_SECONDS`) its requests, writes and CPU, and at last how
-//! soon a Node going NotReady, losing a GPU or gaining the pool's label shows in
-//! the Factory's status. Run it through `tests/bench-operator`.
+//! the rates `tests/control-plane` gave it. Measures those heartbeats alone, then
+//! runs five times (`FABBRICA_BENCH_RUNS`): a plain loop of writes like the
+//! operator's from one client, then the operator binary started with the Factory
+//! declared, until every pool is ready (its peak RSS, API requests and writes);
+//! between runs the operator is stopped and its writes taken back. After the last
+//! run it measures a steady state under heartbeats (600 s, or
+//! `FABBRICA_BENCH_STEADY_SECONDS`): the operator's requests, writes and CPU; and at
+//! last, as many times as there were runs, how soon a Node going NotReady, losing a
+//! GPU or gaining the pool's label shows in the Factory's status. Figures are
+//! printed as the median and each value. Run it through `tests/bench-operator`.
 
 use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
@@ -67,10 +69,11 @@ async fn register_nodes(client: &kube::Client, nodes: usize) -> anyhow::Result<(
         .map(|(name, pool, system, gpus, i)| {
             let api = api.clone();
             async move {
-                let mut labels = BTreeMap::from([(
+                let mut labels = site_labels(&name, i);
+                labels.insert(
                     "topology.example.com/scalable-unit".to_owned(),
                     format!("su{:03}", i / 32),
-                )]);
+                );
                 if let Some(pool) = pool {
                     labels.insert(POOL_LABEL.to_owned(), pool.to_owned());
                 }
@@ -84,6 +87,78 @@ async fn register_nodes(client: &kube::Client, nodes: usize) -> anyhow::Result<(
         .into_iter()
         .collect::<anyhow::Result<Vec<()>>>()?;
     Ok(())
+}
+
+/// The labels a GPU Node of a real site carries besides the GPU ones of [`gpu_node`]: the
+/// kubelet's own, the rest of NVIDIA GPU feature discovery's, the GPU Operator's deployment
+/// switches and a few of Node Feature Discovery's; 47 in all, so that the operator holds as many
+/// labels per Node as it would at a site. One value (the hostname) is unique to each Node.
+fn site_labels(name: &str, i: usize) -> BTreeMap<String, String> {
+    let mut labels: BTreeMap<String, String> = [
+        ("beta.kubernetes.io/arch", "amd64"),
+        ("beta.kubernetes.io/os", "linux"),
+        ("kubernetes.io/arch", "amd64"),
+        ("kubernetes.io/os", "linux"),
+        ("node-role.kubernetes.io/worker", ""),
+        ("nvidia.com/cuda.driver-version.full", "580.95.05"),
+        ("nvidia.com/cuda.driver-version.major", "580"),
+        ("nvidia.com/cuda.driver-version.minor", "95"),
+        ("nvidia.com/cuda.driver-version.revision", "05"),
+        ("nvidia.com/cuda.driver.major", "580"),
+        ("nvidia.com/cuda.driver.minor", "95"),
+        ("nvidia.com/cuda.driver.rev", "05"),
+        ("nvidia.com/cuda.runtime-version.full", "13.0"),
+        ("nvidia.com/cuda.runtime-version.major", "13"),
+        ("nvidia.com/cuda.runtime-version.minor", "0"),
+        ("nvidia.com/cuda.runtime.major", "13"),
+        ("nvidia.com/cuda.runtime.minor", "0"),
+        ("nvidia.com/gfd.timestamp", "1764763200"),
+        ("nvidia.com/gpu.compute.major", "10"),
+        ("nvidia.com/gpu.compute.minor", "0"),
+        ("nvidia.com/gpu.family", "blackwell"),
+        ("nvidia.com/gpu.machine", "DGX-B200"),
+        ("nvidia.com/gpu.mode", "compute"),
+        ("nvidia.com/gpu.replicas", "1"),
+        ("nvidia.com/gpu.sharing-strategy", "none"),
+        ("nvidia.com/mig.capable", "true"),
+        ("nvidia.com/mig.strategy", "mixed"),
+        ("nvidia.com/mps.capable", "false"),
+        ("nvidia.com/vgpu.present", "false"),
+        ("nvidia.com/gpu.deploy.container-toolkit", "true"),
+        ("nvidia.com/gpu.deploy.dcgm", "true"),
+        ("nvidia.com/gpu.deploy.dcgm-exporter", "true"),
+        ("nvidia.com/gpu.deploy.device-plugin", "true"),
+        ("nvidia.com/gpu.deploy.driver", "pre-installed"),
+        ("nvidia.com/gpu.deploy.gpu-feature-discovery", "true"),
+        ("nvidia.com/gpu.deploy.mig-manager", "true"),
+        ("nvidia.com/gpu.deploy.node-status-exporter", "true"),
+        ("nvidia.com/gpu.deploy.operator-validator", "true"),
+        ("feature.node.kubernetes.io/cpu-cpuid.AVX512F", "true"),
+        (
+            "feature.node.kubernetes.io/cpu-hardware_multithreading",
+            "true",
+        ),
+        (
+            "feature.node.kubernetes.io/kernel-version.full",
+            "6.8.0-60-generic",
+        ),
+        ("feature.node.kubernetes.io/pci-10de.present", "true"),
+        ("feature.node.kubernetes.io/pci-15b3.present", "true"),
+        ("feature.node.kubernetes.io/system-os_release.ID", "ubuntu"),
+        (
+            "feature.node.kubernetes.io/system-os_release.VERSION_ID",
+            "24.04",
+        ),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    .collect();
+    labels.insert("kubernetes.io/hostname".to_owned(), name.to_owned());
+    labels.insert(
+        "topology.kubernetes.io/zone".to_owned(),
+        format!("hall-{}", i / 4096),
+    );
+    labels
 }
 
 fn is_ready(node: &Node) -> bool {
@@ -156,6 +231,9 @@ fn load_average() -> String {
 /// The field manager of the plain loop.
 const BASELINE_MANAGER: &str = "fabbrica-bench-baseline";
 
+/// The operator's field manager (`fabbrica_operator::FIELD_MANAGER`).
+const OPERATOR_MANAGER: &str = "fabbrica-operator";
+
 /// The writes the operator makes, from one client, 16 in flight: per Node one server-side apply of
 /// as many labels as a pool member gets (7), an annotation and a one-taint `spec.taints`, under
 /// other keys so that the operator's own writes still change every Node.
@@ -182,6 +260,16 @@ async fn plain_patch_loop(
     client: &kube::Client,
     body: fn(&str) -> Value,
 ) -> anyhow::Result<(usize, Duration)> {
+    plain_patch_loop_as(client, body, BASELINE_MANAGER, false).await
+}
+
+/// Applies `body` under `manager` to every bench Node (the spare too, if `spare`), 16 in flight.
+async fn plain_patch_loop_as(
+    client: &kube::Client,
+    body: fn(&str) -> Value,
+    manager: &str,
+    spare: bool,
+) -> anyhow::Result<(usize, Duration)> {
     let api: Api<Node> = Api::all(client.clone());
     let names: Vec<String> = api
         .list_metadata(&Default::default())
@@ -189,12 +277,12 @@ async fn plain_patch_loop(
         .items
         .into_iter()
         .filter_map(|n| n.metadata.name)
-        .filter(|n| n.starts_with("bench-") && n != SPARE)
+        .filter(|n| n.starts_with("bench-") && (spare || n != SPARE))
         .collect();
     let started = Instant::now();
     // Forced, as the operator's are: the node lifecycle controller owns `spec.taints` of a
     // Node it found NotReady before kwok reported it.
-    let params = PatchParams::apply(BASELINE_MANAGER).force();
+    let params = PatchParams::apply(manager).force();
     futures::stream::iter(names.iter())
         .map(|name| {
             let api = api.clone();
@@ -362,12 +450,13 @@ fn train(status: &FactoryStatus) -> (u32, u32, u64) {
 }
 
 /// How long, in ms, until each of three changes of a Node shows in the Factory's status (and
-/// until its undoing does), three times each: a Node going NotReady (timed from when the API
+/// until its undoing does), `rounds` times each: a Node going NotReady (timed from when the API
 /// server shows it NotReady; kwok's chaos stage makes it so), losing a GPU from its allocatable
 /// resources and a spare Node gaining the pool's label (both timed from the write).
 async fn latencies(
     client: &kube::Client,
     factories: &Api<Factory>,
+    rounds: usize,
 ) -> anyhow::Result<Vec<(&'static str, Vec<u128>)>> {
     let nodes: Api<Node> = Api::all(client.clone());
     let before = factories.get("bench").await?.status.context("a status")?;
@@ -382,7 +471,7 @@ async fn latencies(
         ("Node gains the pool's label", Vec::new()),
         ("Node loses it", Vec::new()),
     ];
-    for round in 0..3 {
+    for round in 0..rounds {
         let name = format!("bench-train-{:05}", 101 * round + 7);
         let not_ready = "node-not-ready.stage.kwok.x-k8s.io";
         nodes
@@ -449,7 +538,7 @@ async fn main() -> anyhow::Result<()> {
     // The simulated kubelets' settings, as `tests/control-plane` gave them to kwok.
     let lease_renewal = seconds_from_env("FABBRICA_KWOK_LEASE_SECONDS", 40.0) / 4.0;
     let status_every = seconds_from_env("FABBRICA_KWOK_STATUS_SECONDS", 600.0);
-    let mut loads = vec![("start", load_average())];
+    let mut loads = vec![("start".to_owned(), load_average())];
     let state = kubeconfig_path()
         .parent()
         .context("kubeconfig has a folder")?
@@ -494,25 +583,202 @@ async fn main() -> anyhow::Result<()> {
         alone_rates.0, alone_rates.1
     );
 
-    loads.push(("plain loop", load_average()));
-    let cpu_before = control_plane_cpu(&state);
-    let (patched, baseline) = plain_patch_loop(&client, baseline_write).await?;
-    let baseline_server_cpu = control_plane_cpu(&state) - cpu_before;
+    let runs = seconds_from_env("FABBRICA_BENCH_RUNS", 5.0).max(1.0) as usize;
+    let factories: Api<Factory> = Api::all(client.clone());
+    let mut results = Vec::new();
+    let mut operator = None;
+    for run in 1..=runs {
+        loads.push((format!("run {run}"), load_average()));
+        let (result, child) = converge_once(&client, &state, &audit, &operator_bin, nodes).await?;
+        eprintln!(
+            "run {run} of {runs}: plain loop {:.1} s, operator {:.1} s, ratio {:.2}, peak RSS {}",
+            result.plain.as_secs_f64(),
+            result.converged.as_secs_f64(),
+            result.ratio(),
+            result.rss.map_or("n/a".into(), |m| format!("{m:.0} MiB")),
+        );
+        results.push(result);
+        if run == runs {
+            operator = Some(child);
+        } else {
+            stop(child, &state)?;
+            take_back_operator_writes(&client, &factories).await?;
+        }
+    }
+    let operator = operator.context("at least one run")?;
+    let audit_end = std::fs::metadata(&audit)?.len();
+
+    eprintln!("steady state for {:.0} s ...", steady_for.as_secs_f64());
+    loads.push(("steady state".into(), load_average()));
+    let operator_cpu_before = cpu_seconds(operator.id()).unwrap_or_default();
+    let (status_before, leases_before) = heartbeat_writes()?;
+    let window = Instant::now();
+    tokio::time::sleep(steady_for).await;
+    let (status_after, leases_after) = heartbeat_writes()?;
+    let steady_secs = window.elapsed().as_secs_f64();
+    let steady_cpu = cpu_seconds(operator.id()).unwrap_or_default() - operator_cpu_before;
+    let steady = audit_counts(&audit, audit_end)?;
+    for write in &steady.writes {
+        eprintln!("write in steady state: {write}");
+    }
+    let node_updates = status_after - status_before;
+    let steady_rates = (
+        node_updates / steady_secs,
+        (leases_after - leases_before) / steady_secs,
+    );
+    loads.push(("end of steady state".into(), load_average()));
+    eprintln!("probing how soon Node changes show in the status ...");
+    let probes = latencies(&client, &factories, runs).await?;
+    let rss_at_end = peak_rss_mib(operator.id());
+    stop(operator, &state)?;
+
+    let median_of = |f: &dyn Fn(&Converged) -> f64| median(results.iter().map(f).collect());
+    let each =
+        |f: &dyn Fn(&Converged) -> String| results.iter().map(f).collect::<Vec<_>>().join(" / ");
+    println!("| figure | median of {runs} | each run |");
+    println!("|---|---|---|");
+    println!("| nodes | {nodes} (and one spare) | |");
+    println!(
+        "| simulated kubelets: lease renewed / Node status reported, each Node | every {lease_renewal:.0} s / every {status_every:.0} s | |"
+    );
+    println!(
+        "| heartbeats alone: Node status writes / lease writes | {:.0}/s / {:.0}/s | |",
+        alone_rates.0, alone_rates.1
+    );
+    println!(
+        "| plain loop of the same writes, one client, {IN_FLIGHT} in flight | {:.1} s | {} |",
+        median_of(&|r| r.plain.as_secs_f64()),
+        each(&|r| format!("{:.1}", r.plain.as_secs_f64()))
+    );
+    println!(
+        "| operator: start to every pool ready | {:.1} s | {} |",
+        median_of(&|r| r.converged.as_secs_f64()),
+        each(&|r| format!("{:.1}", r.converged.as_secs_f64()))
+    );
+    println!(
+        "| ratio to the plain loop of the same run | {:.2} | {} |",
+        median_of(&|r| r.ratio()),
+        each(&|r| format!("{:.2}", r.ratio()))
+    );
+    println!(
+        "| operator peak RSS at convergence | {:.0} MiB | {} |",
+        median_of(&|r| r.rss.unwrap_or(f64::NAN)),
+        each(&|r| r.rss.map_or("n/a".into(), |m| format!("{m:.0}")))
+    );
+    println!(
+        "| operator peak RSS, whole last run (steady state and probes included) | {} | |",
+        rss_at_end.map_or("n/a".into(), |m| format!("{m:.0} MiB"))
+    );
+    println!(
+        "| CPU of API server and etcd: plain loop / operator to ready | {:.1} s / {:.1} s | {} |",
+        median_of(&|r| r.plain_server_cpu),
+        median_of(&|r| r.server_cpu),
+        each(&|r| format!("{:.1} / {:.1}", r.plain_server_cpu, r.server_cpu))
+    );
+    println!(
+        "| operator CPU, start to ready | {:.1} s | {} |",
+        median_of(&|r| r.operator_cpu.unwrap_or(f64::NAN)),
+        each(&|r| r.operator_cpu.map_or("n/a".into(), |s| format!("{s:.1}")))
+    );
+    println!(
+        "| API requests / writes during convergence | {:.0} / {:.0} | {} |",
+        median_of(&|r| r.requests as f64),
+        median_of(&|r| r.writes as f64),
+        each(&|r| format!("{} / {}", r.requests, r.writes))
+    );
+    println!(
+        "| steady state: Node status writes / lease writes | {:.0}/s / {:.0}/s over {steady_secs:.0} s | |",
+        steady_rates.0, steady_rates.1
+    );
+    println!(
+        "| steady state: operator API requests / writes | {} / {} | |",
+        steady.requests,
+        steady.writes.len()
+    );
+    println!(
+        "| steady state: operator CPU | {steady_cpu:.2} s, {:.2} % of a core, {:.1} ms per 1,000 Node updates ({node_updates:.0} updates) | |",
+        100.0 * steady_cpu / steady_secs,
+        1000.0 * steady_cpu / (node_updates / 1000.0).max(f64::MIN_POSITIVE)
+    );
+    for (change, ms) in &probes {
+        let all: Vec<String> = ms.iter().map(u128::to_string).collect();
+        let ms = median(ms.iter().map(|&m| m as f64).collect());
+        println!(
+            "| {change}, until the status shows it | {ms:.0} ms | {} ms |",
+            all.join(" / ")
+        );
+    }
+    let loads: Vec<String> = loads.iter().map(|(at, l)| format!("{at} {l}")).collect();
+    println!("| load average (1, 5, 15 min) | {} | |", loads.join("; "));
+    Ok(())
+}
+
+/// The median; NaN for no values.
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    match values.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => values[n / 2],
+        n => f64::midpoint(values[n / 2 - 1], values[n / 2]),
+    }
+}
+
+/// One run: the plain loop, then the operator from its start to every pool ready.
+struct Converged {
+    plain: Duration,
+    converged: Duration,
+    /// The operator's peak RSS when the status first showed every pool ready.
+    rss: Option<f64>,
+    plain_server_cpu: f64,
+    server_cpu: f64,
+    operator_cpu: Option<f64>,
+    requests: usize,
+    writes: usize,
+}
+
+impl Converged {
+    fn ratio(&self) -> f64 {
+        self.converged.as_secs_f64() / self.plain.as_secs_f64()
+    }
+}
+
+/// Times the plain loop (and takes its writes back), then starts the operator with the Factory
+/// declared and waits until its status shows every pool ready and the operator's Ready Event is
+/// out. The operator is left running.
+async fn converge_once(
+    client: &kube::Client,
+    state: &Path,
+    audit: &Path,
+    operator_bin: &Path,
+    nodes: usize,
+) -> anyhow::Result<(Converged, std::process::Child)> {
+    let cpu_before = control_plane_cpu(state);
+    let (patched, plain) = plain_patch_loop(client, baseline_write).await?;
+    let plain_server_cpu = control_plane_cpu(state) - cpu_before;
     eprintln!(
         "plain loop: {patched} node writes in {:.1} s",
-        baseline.as_secs_f64()
+        plain.as_secs_f64()
     );
-    let (_, undone) = plain_patch_loop(&client, baseline_undo).await?;
+    let (_, undone) = plain_patch_loop(client, baseline_undo).await?;
     eprintln!(
         "plain loop's writes taken back in {:.1} s",
         undone.as_secs_f64()
     );
 
-    loads.push(("operator start", load_average()));
-    let offset = audit_counts(&audit, 0)?.end;
-    let cpu_before = control_plane_cpu(&state);
+    let mut spec = factory(nodes);
+    spec["metadata"]["labels"] = json!({"bench.fabbrica.io/run": "bench"});
+    let factories: Api<Factory> = Api::all(client.clone());
+    factories
+        .patch(
+            "bench",
+            &PatchParams::apply("fabbrica-bench").force(),
+            &Patch::Apply(&spec),
+        )
+        .await?;
+    let offset = audit_counts(audit, 0)?.end;
+    let cpu_before = control_plane_cpu(state);
     let started = Instant::now();
-    let mut operator = Command::new(&operator_bin)
+    let mut operator = Command::new(operator_bin)
         .args([
             "--kubeconfig",
             state.join("operator.kubeconfig").to_str().unwrap(),
@@ -524,6 +790,8 @@ async fn main() -> anyhow::Result<()> {
         .args(std::env::args().skip(3))
         .env_remove("KUBECONFIG")
         .env("FABBRICA_LOG_FORMAT", "json")
+        // A heap profile (the `dhat-heap` feature) is written here.
+        .current_dir(state)
         .stdout(std::fs::File::create(state.join("bench-operator.log"))?)
         .stderr(Stdio::inherit())
         .spawn()
@@ -533,16 +801,6 @@ async fn main() -> anyhow::Result<()> {
                 operator_bin.display()
             )
         })?;
-    let mut spec = factory(nodes);
-    spec["metadata"]["labels"] = json!({"bench.fabbrica.io/run": "bench"});
-    let factories: Api<Factory> = Api::all(client.clone());
-    factories
-        .patch(
-            "bench",
-            &PatchParams::apply("fabbrica-bench").force(),
-            &Patch::Apply(&spec),
-        )
-        .await?;
     let converged = loop {
         if let Some(status) = factories.get("bench").await?.status {
             let ready = status
@@ -570,111 +828,96 @@ async fn main() -> anyhow::Result<()> {
         );
         tokio::time::sleep(Duration::from_millis(250)).await;
     };
-    let server_cpu = control_plane_cpu(&state) - cpu_before;
+    let rss = peak_rss_mib(operator.id());
+    let server_cpu = control_plane_cpu(state) - cpu_before;
     let operator_cpu = cpu_seconds(operator.id());
     // The operator announces readiness with an Event just after the status says so; that write
-    // belongs to convergence, so steady state starts once it is there.
+    // belongs to convergence, so the run ends once it is there.
     let events: Api<Event> = Api::namespaced(client.clone(), "default");
-    let announced = ListParams::default()
-        .fields("involvedObject.kind=Factory,involvedObject.name=bench,reason=Ready");
     let waiting = Instant::now();
-    while events.list(&announced).await?.items.is_empty() {
+    while events.list(&ready_event()).await?.items.is_empty() {
         anyhow::ensure!(
             waiting.elapsed() < Duration::from_secs(60),
             "the Factory is ready but no Ready Event came within 60 s"
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let converging = audit_counts(&audit, offset)?;
-    eprintln!(
-        "converged in {:.1} s; steady state for {:.0} s ...",
-        converged.as_secs_f64(),
-        steady_for.as_secs_f64()
-    );
-    loads.push(("steady state", load_average()));
-    let operator_cpu_before = cpu_seconds(operator.id()).unwrap_or_default();
-    let (status_before, leases_before) = heartbeat_writes()?;
-    let window = Instant::now();
-    tokio::time::sleep(steady_for).await;
-    let (status_after, leases_after) = heartbeat_writes()?;
-    let steady_secs = window.elapsed().as_secs_f64();
-    let steady_cpu = cpu_seconds(operator.id()).unwrap_or_default() - operator_cpu_before;
-    let steady = audit_counts(&audit, converging.end)?;
-    for write in &steady.writes {
-        eprintln!("write in steady state: {write}");
-    }
-    let node_updates = status_after - status_before;
-    let steady_rates = (
-        node_updates / steady_secs,
-        (leases_after - leases_before) / steady_secs,
-    );
-    loads.push(("end of steady state", load_average()));
-    eprintln!("probing how soon Node changes show in the status ...");
-    let probes = latencies(&client, &factories).await?;
-    let rss = peak_rss_mib(operator.id());
-    let _ = operator.kill();
-    let _ = operator.wait();
+    let converging = audit_counts(audit, offset)?;
+    eprintln!("converged in {:.1} s", converged.as_secs_f64());
+    Ok((
+        Converged {
+            plain,
+            converged,
+            rss,
+            plain_server_cpu,
+            server_cpu,
+            operator_cpu,
+            requests: converging.requests,
+            writes: converging.writes.len(),
+        },
+        operator,
+    ))
+}
 
-    println!("| figure | value |");
-    println!("|---|---|");
-    println!("| nodes | {nodes} (and one spare) |");
-    println!(
-        "| simulated kubelets: lease renewed / Node status reported, each Node | every {lease_renewal:.0} s / every {status_every:.0} s |"
-    );
-    println!(
-        "| heartbeats alone: Node status writes / lease writes | {:.0}/s / {:.0}/s |",
-        alone_rates.0, alone_rates.1
-    );
-    println!(
-        "| plain loop of the same writes, one client, {IN_FLIGHT} in flight | {:.1} s |",
-        baseline.as_secs_f64()
-    );
-    println!(
-        "| operator: start to every pool ready | {:.1} s |",
-        converged.as_secs_f64()
-    );
-    println!(
-        "| ratio to the plain loop | {:.2} |",
-        converged.as_secs_f64() / baseline.as_secs_f64()
-    );
-    println!(
-        "| operator peak RSS | {} |",
-        rss.map_or("n/a".into(), |m| format!("{m:.0} MiB"))
-    );
-    println!(
-        "| CPU of API server and etcd: plain loop / operator to ready | {baseline_server_cpu:.1} s / {server_cpu:.1} s |"
-    );
-    println!(
-        "| operator CPU, start to ready | {} |",
-        operator_cpu.map_or("n/a".into(), |s| format!("{s:.1} s"))
-    );
-    println!(
-        "| API requests / writes during convergence | {} / {} |",
-        converging.requests,
-        converging.writes.len()
-    );
-    println!(
-        "| steady state: Node status writes / lease writes | {:.0}/s / {:.0}/s over {steady_secs:.0} s |",
-        steady_rates.0, steady_rates.1
-    );
-    println!(
-        "| steady state: operator API requests / writes | {} / {} |",
-        steady.requests,
-        steady.writes.len()
-    );
-    println!(
-        "| steady state: operator CPU | {steady_cpu:.2} s, {:.2} % of a core, {:.1} ms per 1,000 Node updates |",
-        100.0 * steady_cpu / steady_secs,
-        1000.0 * steady_cpu / (node_updates / 1000.0).max(f64::MIN_POSITIVE)
-    );
-    for (change, ms) in &probes {
-        let ms: Vec<String> = ms.iter().map(u128::to_string).collect();
-        println!(
-            "| {change}, until the status shows it | {} ms |",
-            ms.join(" / ")
-        );
+/// The operator's `Ready` Event of the bench Factory.
+fn ready_event() -> ListParams {
+    ListParams::default()
+        .fields("involvedObject.kind=Factory,involvedObject.name=bench,reason=Ready")
+}
+
+/// Stops the operator with SIGTERM, as Kubernetes does (so that a heap profile gets written),
+/// and waits for it; SIGKILL after 60 s.
+fn stop(mut operator: std::process::Child, state: &Path) -> anyhow::Result<()> {
+    let _ = Command::new("kill")
+        .args(["-TERM", &operator.id().to_string()])
+        .status();
+    let asked = Instant::now();
+    while operator.try_wait()?.is_none() {
+        if asked.elapsed() > Duration::from_secs(60) {
+            eprintln!(
+                "the operator did not stop within 60 s of SIGTERM; killed (see {})",
+                state.join("bench-operator.log").display()
+            );
+            operator.kill()?;
+            operator.wait()?;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
     }
-    let loads: Vec<String> = loads.iter().map(|(at, l)| format!("{at} {l}")).collect();
-    println!("| load average (1, 5, 15 min) | {} |", loads.join("; "));
+    // The control plane's folder goes with it; a heap profile is kept.
+    let profile = state.join("dhat-heap.json");
+    if profile.exists() {
+        let kept = repo_root().join("target/dhat-heap.json");
+        std::fs::rename(&profile, &kept)?;
+        eprintln!("heap profile: {}", kept.display());
+    }
+    Ok(())
+}
+
+/// With the operator stopped, puts the cluster back as the next run must find it: the operator's
+/// labels, annotation and taints off every Node (an empty apply under its field manager), the
+/// Factory's status and its Ready Event gone. The ConfigMaps and StorageClasses it made stay, so
+/// a later run writes a few objects fewer than the first.
+async fn take_back_operator_writes(
+    client: &kube::Client,
+    factories: &Api<Factory>,
+) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let (count, _) = plain_patch_loop_as(client, baseline_undo, OPERATOR_MANAGER, true).await?;
+    factories
+        .patch_status(
+            "bench",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": null})),
+        )
+        .await?;
+    let events: Api<Event> = Api::namespaced(client.clone(), "default");
+    events
+        .delete_collection(&Default::default(), &ready_event())
+        .await?;
+    eprintln!(
+        "the operator's writes on {count} Nodes taken back in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
     Ok(())
 }

@@ -4,6 +4,7 @@
 //! which failed, for the status and the retry.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 use fabbrica_crds::labels;
 use futures::{SinkExt, StreamExt};
@@ -227,7 +228,7 @@ async fn write_node(
                 .resource_version
                 .clone()
                 .unwrap_or_default();
-            let facts = facts.map(|facts| change.written(facts, version));
+            let facts = facts.map(|facts| change.written(Arc::unwrap_or_clone(facts), version));
             ctx.nodes.record_write(&written.metadata, facts);
             ctx.kit.metrics.write("node", "apply");
             Ok(())
@@ -245,18 +246,20 @@ struct PlannedWrite {
     /// What to write.
     change: NodeApply,
     /// The facts it was planned from, if known.
-    facts: Option<NodeFacts>,
+    facts: Option<Arc<NodeFacts>>,
 }
 
-/// Pages of Nodes read at once when many Nodes outside the facts watch need their taints.
-const LIST_PAGE: u32 = 500;
+/// Pages of Nodes read at once when many Nodes outside the facts watch need their taints. A page
+/// is parsed whole (a Node with fifty labels and its managed fields is some 150 allocations), so
+/// it is kept small: 500 made a page the largest thing on the operator's heap.
+const LIST_PAGE: u32 = 100;
 
 /// A page of Nodes outside the facts watch (fabbrica does not manage them yet), projected to what
 /// planning needs; the full objects are dropped with the page.
 type FactsPage = Vec<(String, NodeMeta, NodeFacts)>;
 
 /// Reads the `wanted` Nodes with one paged list per pool selector instead of a GET per Node
-/// (labelling a new pool costs a request per 500 Nodes, not one per Node) and sends each page's
+/// (labelling a new pool costs a request per 100 Nodes, not one per Node) and sends each page's
 /// wanted Nodes on `pages` as soon as it arrives, so writes start before the last page is read.
 async fn read_facts(
     ctx: &Context,
@@ -319,7 +322,11 @@ pub async fn apply_nodes(
         let Some(meta) = metas.get(name) else {
             continue;
         };
-        match plan_node(assignment.desired.get(name), meta, facts.get(name)) {
+        match plan_node(
+            assignment.desired.get(name),
+            meta,
+            facts.get(name).map(AsRef::as_ref),
+        ) {
             NodeChange::None => {}
             NodeChange::NeedsFacts => {
                 unknown.insert(name);
@@ -360,7 +367,7 @@ pub async fn apply_nodes(
                         NodeChange::Apply(change) => Some(Ok(PlannedWrite {
                             name,
                             change,
-                            facts: Some(facts),
+                            facts: Some(Arc::new(facts)),
                         })),
                         NodeChange::None | NodeChange::NeedsFacts => None,
                     }

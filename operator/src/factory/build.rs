@@ -16,6 +16,7 @@ use serde_json::{Value, json};
 use super::placement::{Assignment, DesiredNode, assign, fabric_tree, label_selector};
 use super::validate::ValidatedFactory;
 use crate::Settings;
+use crate::interned::{Labels, Sym, sym};
 use crate::nodes::{NodeFacts, NodeMeta, NodeMetas, TAINTS_ANNOTATION};
 use crate::reconcile::children;
 
@@ -336,7 +337,7 @@ pub enum NodeChange {
 #[derive(Clone, Debug, PartialEq)]
 pub struct NodeApply {
     /// The value of [`TAINTS_ANNOTATION`], when fabbrica taints the Node.
-    pub taint_record: Option<String>,
+    pub taint_record: Option<Sym>,
     /// The whole `spec.taints` list and the resourceVersion it was built from, when fabbrica owns
     /// or takes the list.
     pub taints: Option<(String, Vec<Taint>)>,
@@ -345,10 +346,11 @@ pub struct NodeApply {
 impl NodeApply {
     /// The server-side apply body for the Node `name`, desired as `desired` (`None`: released).
     pub fn body(&self, name: &str, desired: Option<&DesiredNode>) -> Value {
-        let labels = desired.map_or(&NO_LABELS, |d| &d.labels);
+        // A released Node's apply carries an empty label map, which takes every label back.
+        let labels = desired.map_or_else(|| json!({}), |d| json!(d.labels));
         let mut metadata = json!({"name": name, "labels": labels});
         if let Some(record) = &self.taint_record {
-            metadata["annotations"] = json!({TAINTS_ANNOTATION: record});
+            metadata["annotations"] = json!({TAINTS_ANNOTATION: record.as_str()});
         }
         let mut body = json!({"apiVersion": "v1", "kind": "Node", "metadata": metadata});
         if let Some((resource_version, taints)) = &self.taints {
@@ -374,9 +376,6 @@ impl NodeApply {
     }
 }
 
-/// What a Node released by every pool should carry: nothing of fabbrica's.
-static NO_LABELS: BTreeMap<String, String> = BTreeMap::new();
-
 /// Plans one Node: labels by server-side apply, taints by rewriting the atomic `spec.taints` list.
 /// `desired` is `None` for a Node to release.
 ///
@@ -390,11 +389,12 @@ pub fn plan_node(
     meta: &NodeMeta,
     facts: Option<&NodeFacts>,
 ) -> NodeChange {
-    let (labels, wanted): (&BTreeMap<String, String>, &[Taint]) =
-        desired.map_or((&NO_LABELS, &[]), |d| (&d.labels, &d.taints));
+    let no_labels = Labels::default();
+    let (labels, wanted): (&Labels, &[Taint]) =
+        desired.map_or((&no_labels, &[]), |d| (&d.labels, &d.taints));
     let labels_in_sync = meta.owned_labels.iter().eq(labels.keys())
         && labels.iter().all(|(k, v)| meta.labels.get(k) == Some(v));
-    let record = (!wanted.is_empty()).then(|| taint_record(wanted));
+    let record = (!wanted.is_empty()).then(|| sym(&taint_record(wanted)));
     let record_in_sync = meta.taint_record == record && meta.owns_taint_record == record.is_some();
     let taints_present = match facts {
         _ if wanted.is_empty() => true,
@@ -408,8 +408,8 @@ pub fn plan_node(
     }
     let previous = meta
         .taint_record
-        .as_deref()
-        .map(parse_taint_record)
+        .as_ref()
+        .map(|r| parse_taint_record(r))
         .unwrap_or_default();
     let taints = if meta.owns_taints || !wanted.is_empty() || !previous.is_empty() {
         let Some(facts) = facts else {

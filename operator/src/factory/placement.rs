@@ -1,6 +1,7 @@
 //! Which Node belongs to which pool, where it sits in the fabric, and what it should carry. Pure.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 use fabbrica_crds::v1alpha1::{GpuPool, TopologySource};
 use fabbrica_crds::{kueue, labels};
@@ -8,6 +9,7 @@ use k8s_openapi::api::core::v1::Taint;
 
 use super::validate::ValidatedFactory;
 use crate::health::drift;
+use crate::interned::Labels;
 use crate::nodes::{NodeMeta, NodeMetas};
 
 /// Down-links of one leaf switch per rail (a 64-port switch, half down, half up): the Nodes of one leaf group.
@@ -24,13 +26,14 @@ pub struct Placement {
     pub rank: usize,
 }
 
-/// The labels and taints a Node should carry from this Factory.
+/// The labels and taints a Node should carry from this Factory. Held for every member at once,
+/// so its strings are interned and the taints shared by the pool's members.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct DesiredNode {
     /// Every label fabbrica sets on the Node, with its value.
-    pub labels: BTreeMap<String, String>,
+    pub labels: Labels,
     /// The pool's taints.
-    pub taints: Vec<Taint>,
+    pub taints: Arc<[Taint]>,
 }
 
 /// The result of matching the cluster's Nodes against a Factory's pools.
@@ -53,7 +56,7 @@ pub struct Assignment {
 fn matches(pool: &GpuPool, node: &NodeMeta) -> bool {
     pool.node_selector
         .iter()
-        .all(|(k, v)| node.labels.get(k) == Some(v))
+        .all(|(k, v)| node.labels.get(k) == Some(v.as_str()))
 }
 
 /// The pool's node selector as a label selector for the API server (`k=v,k2=v2`), selecting
@@ -107,7 +110,7 @@ pub fn assign(factory: &ValidatedFactory, nodes: &NodeMetas) -> Assignment {
         let claimed_elsewhere = node
             .labels
             .get(labels::FACTORY)
-            .is_some_and(|f| f != &factory.name);
+            .is_some_and(|f| f != factory.name);
         match pools.as_slice() {
             [pool] if !claimed_elsewhere => {
                 out.members
@@ -127,7 +130,7 @@ pub fn assign(factory: &ValidatedFactory, nodes: &NodeMetas) -> Assignment {
             }
         }
         if !member_pool.contains_key(name)
-            && node.labels.get(labels::FACTORY) == Some(&factory.name)
+            && node.labels.get(labels::FACTORY) == Some(factory.name.as_str())
         {
             out.release.push(name.clone());
         }
@@ -135,6 +138,11 @@ pub fn assign(factory: &ValidatedFactory, nodes: &NodeMetas) -> Assignment {
     out.placements = place(factory, nodes, &member_pool);
     let rails = spec.fabric.rails_per_node.to_string();
     let nvlink_level = kueue::multi_node_nvlink(spec);
+    let taints: BTreeMap<&str, Arc<[Taint]>> = spec
+        .gpu_pools
+        .iter()
+        .map(|p| (p.name.as_str(), pool_taints(p).into()))
+        .collect();
     for (name, pool) in &member_pool {
         let mut labels = BTreeMap::from([
             (labels::FACTORY.to_owned(), factory.name.clone()),
@@ -190,8 +198,8 @@ pub fn assign(factory: &ValidatedFactory, nodes: &NodeMetas) -> Assignment {
         out.desired.insert(
             name.clone(),
             DesiredNode {
-                labels,
-                taints: pool_taints(pool),
+                labels: Labels::from(&labels),
+                taints: taints[pool.name.as_str()].clone(),
             },
         );
     }
@@ -212,7 +220,7 @@ fn nvlink_domain(
     }
     node.and_then(|n| n.labels.get(labels::GPU_CLIQUE))
         .filter(|clique| !clique.is_empty())
-        .cloned()
+        .map(str::to_owned)
         .or_else(|| place.map(|p| format!("{}-nvl{}", p.scalable_unit, p.rank / per_domain)))
 }
 
@@ -248,8 +256,8 @@ fn place(
             let mut rank: BTreeMap<&str, usize> = BTreeMap::new();
             for node in members.keys() {
                 if let Some(unit) = nodes.get(node).and_then(|n| n.labels.get(key)) {
-                    let i = rank.entry(unit.as_str()).or_default();
-                    units.insert(node.clone(), (unit.clone(), *i, None));
+                    let i = rank.entry(unit).or_default();
+                    units.insert(node.clone(), (unit.to_owned(), *i, None));
                     *i += 1;
                 }
             }

@@ -1,7 +1,5 @@
 //! The Factory's status, computed from what was observed. Pure.
 
-use std::collections::HashMap;
-
 use fabbrica_crds::capacity::{gpus_expected, node_gpus};
 use fabbrica_crds::names::storage_class_name;
 use fabbrica_crds::v1alpha1::{FactoryStatus, PoolStatus, QuarantinedNode};
@@ -12,7 +10,7 @@ use super::placement::Assignment;
 use super::validate::ValidatedFactory;
 use crate::conditions::{reasons, types};
 use crate::health::drift::Drift;
-use crate::nodes::NodeFacts;
+use crate::nodes::{Facts, NodeFacts};
 use crate::reconcile::conditions::{condition, merge_front, ready, settle};
 
 /// What the apply step observed besides Nodes.
@@ -92,7 +90,7 @@ fn listing(names: &[String]) -> String {
 pub fn build_status(
     factory: &ValidatedFactory,
     assignment: &Assignment,
-    facts: &HashMap<String, NodeFacts>,
+    facts: &Facts,
     observed: &Observed,
     previous: Option<&FactoryStatus>,
     now: &Time,
@@ -113,7 +111,7 @@ pub fn build_status(
         let ready: Vec<&NodeFacts> = members
             .iter()
             .filter(|n| !observed.health.holds(&pool.name, n))
-            .filter_map(|n| facts.get(n))
+            .filter_map(|n| facts.get(n).map(AsRef::as_ref))
             .filter(|f| f.ready)
             .collect();
         let pool_gpus_ready: u64 = ready.iter().map(|f| node_gpus(pool, f.gpus)).sum();
@@ -504,12 +502,12 @@ mod tests {
     }
 
     /// The fixture's four pool Nodes, every one placed in a scalable unit, Ready with its GPUs.
-    fn placed() -> (Assignment, HashMap<String, NodeFacts>) {
+    fn placed() -> (Assignment, Facts) {
         let metas: NodeMetas = [("a1", "h100"), ("a2", "h100"), ("b1", "b200")]
             .into_iter()
             .map(|(name, gpu)| {
                 let meta = NodeMeta {
-                    labels: BTreeMap::from([("gpu".to_owned(), gpu.to_owned())]),
+                    labels: [("gpu", gpu)].into_iter().collect(),
                     ..NodeMeta::default()
                 };
                 (name.to_owned(), Arc::new(meta))
@@ -525,7 +523,7 @@ mod tests {
                     gpus: 8,
                     taints: Vec::new(),
                 };
-                (name.clone(), facts)
+                (name.clone(), Arc::new(facts))
             })
             .collect();
         (assignment, facts)

@@ -38,9 +38,8 @@ fn pick<'a>(configured: Option<&'a String>, defaults: [&'static str; 2]) -> Vec<
 /// (fabbrica writes Topograph's keys itself where no discovery tool did).
 pub fn discovered<'a>(node: &'a NodeMeta, keys: &[&str]) -> Option<&'a str> {
     keys.iter()
-        .filter(|k| !node.owned_labels.contains(**k))
-        .find_map(|k| node.labels.get(*k))
-        .map(String::as_str)
+        .filter(|k| !node.owned_labels.contains(k))
+        .find_map(|k| node.labels.get(k))
         .filter(|v| !v.is_empty())
 }
 
@@ -150,8 +149,7 @@ mod tests {
             );
             let mut meta = NodeMeta::default();
             if let Some(leaf) = leaf {
-                meta.labels
-                    .insert(labels::TOPOLOGY_LEAF.to_owned(), (*leaf).to_owned());
+                meta.labels = meta.labels.with([(labels::TOPOLOGY_LEAF, *leaf)]);
             }
             metas.insert((*name).to_owned(), Arc::new(meta));
         }
@@ -191,7 +189,7 @@ mod tests {
             ("n2", "su1", "su1-lg0", Some("leaf-b")),
         ]);
         let mut own = (*metas["n2"]).clone();
-        own.owned_labels.insert(labels::TOPOLOGY_LEAF.to_owned());
+        own.owned_labels = [labels::TOPOLOGY_LEAF].into_iter().collect();
         metas.insert("n2".to_owned(), Arc::new(own));
         let drift = check(&topology, &assignment, &metas).unwrap();
         assert_eq!(drift.checked, 1);
@@ -207,8 +205,7 @@ mod tests {
         topology.discovery = serde_saphyr::from_str("{unitLabel: example.com/pod}").unwrap();
         for (node, unit) in [("n1", "pod-1"), ("n2", "pod-2")] {
             let mut meta = (*metas[node]).clone();
-            meta.labels
-                .insert("example.com/pod".to_owned(), unit.to_owned());
+            meta.labels = meta.labels.with([("example.com/pod", unit)]);
             metas.insert(node.to_owned(), Arc::new(meta));
         }
         let drift = check(&topology, &assignment, &metas).unwrap();

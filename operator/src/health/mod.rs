@@ -31,6 +31,7 @@ use crate::conditions::events;
 use crate::factory::Context;
 use crate::factory::placement::Assignment;
 use crate::factory::validate::ValidatedFactory;
+use crate::interned::Labels;
 use crate::nodes::{NodeFacts, NodeMetas};
 use crate::reconcile::apply::delete;
 use crate::reconcile::children::child_selector;
@@ -154,7 +155,7 @@ pub async fn reconcile(
             let Some(facts) = facts.get(node) else {
                 // Facts arrive with the watch of the Factory's Nodes; this Node comes again then.
                 if pool.validation.is_some()
-                    && meta.labels.get(labels::VALIDATION).map(String::as_str) != Some(plan::PASSED)
+                    && meta.labels.get(labels::VALIDATION) != Some(plan::PASSED)
                 {
                     health.validating.insert(node.clone());
                 }
@@ -238,15 +239,15 @@ pub async fn release(ctx: &Context, nodes: &[String], metas: &NodeMetas) -> Resu
 async fn mark(
     ctx: &Context,
     node: &str,
-    current: &BTreeMap<String, String>,
+    current: &Labels,
     facts: &NodeFacts,
     verdict: &Verdict,
     wanted: Vec<Taint>,
 ) -> Result<()> {
     let validation = verdict.validation;
     let quarantine = verdict.quarantine.map(QuarantineReason::as_str);
-    let labels_in_sync = current.get(labels::VALIDATION).map(String::as_str) == validation
-        && current.get(labels::QUARANTINE).map(String::as_str) == quarantine;
+    let labels_in_sync = current.get(labels::VALIDATION) == validation
+        && current.get(labels::QUARANTINE) == quarantine;
     let ours = |t: &Taint| (t.key.clone(), t.value.clone(), t.effect.clone());
     let present: BTreeSet<_> = facts
         .taints

@@ -6,13 +6,12 @@
 //! in flight is the only other state, and its result is moved onto the Node before the Job is
 //! deleted.
 
-use std::collections::BTreeMap;
-
 use fabbrica_crds::capacity::{gpus_per_node, node_gpus};
 use fabbrica_crds::labels;
 use fabbrica_crds::v1alpha1::{GpuPool, QuarantineReason};
 use k8s_openapi::api::core::v1::Taint;
 
+use crate::interned::Labels;
 use crate::nodes::NodeFacts;
 
 /// [`labels::VALIDATION`] of a Node that passed.
@@ -113,11 +112,11 @@ pub fn is_health_taint(taint: &Taint) -> bool {
 ///   Node without the label is validated: a Job when it is Ready, the result onto the Node.
 pub fn decide(
     pool: &GpuPool,
-    node_labels: &BTreeMap<String, String>,
+    node_labels: &Labels,
     facts: &NodeFacts,
     job: Option<&JobState>,
 ) -> Verdict {
-    let label = node_labels.get(labels::VALIDATION).map(String::as_str);
+    let label = node_labels.get(labels::VALIDATION);
     let validation = match label {
         Some(PASSED) => Some(PASSED),
         Some(FAILED) => Some(FAILED),
@@ -125,7 +124,7 @@ pub fn decide(
     };
     let quarantine = node_labels
         .get(labels::QUARANTINE)
-        .and_then(|r| QuarantineReason::parse(r));
+        .and_then(QuarantineReason::parse);
     let cleanup = if job.is_some() {
         JobAction::Delete
     } else {
@@ -236,11 +235,8 @@ mod tests {
         }
     }
 
-    fn node(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-            .collect()
+    fn node(pairs: &[(&str, &str)]) -> Labels {
+        pairs.iter().copied().collect()
     }
 
     #[test]

@@ -8,6 +8,7 @@ use k8s_openapi::api::core::v1::Taint;
 use super::*;
 use crate::factory::placement::assign;
 use crate::factory::validate::validate;
+use crate::interned::sym;
 use crate::nodes::{NodeMeta, NodeMetas};
 
 fn factory() -> ValidatedFactory {
@@ -18,7 +19,7 @@ fn factory() -> ValidatedFactory {
 
 fn node(gpu: &str) -> NodeMeta {
     NodeMeta {
-        labels: BTreeMap::from([("gpu".to_owned(), gpu.to_owned())]),
+        labels: [("gpu", gpu)].into_iter().collect(),
         ..NodeMeta::default()
     }
 }
@@ -43,12 +44,12 @@ fn pools_select_nodes_and_unlisted_nodes_are_unplaced() {
     assert_eq!(assignment.members["b200"], ["b1", "b2"]);
     assert_eq!(assignment.unplaced, ["b2"]);
     let a1 = &assignment.desired["a1"];
-    assert_eq!(a1.labels[labels::MIG_CONFIG], "all-1g.10gb");
-    assert_eq!(a1.labels[labels::SCALABLE_UNIT], "su01");
-    assert_eq!(a1.labels[labels::LEAF_GROUP], "su01-lg0");
-    assert_eq!(a1.labels[labels::RAILS], "8");
+    assert_eq!(&a1.labels[labels::MIG_CONFIG], "all-1g.10gb");
+    assert_eq!(&a1.labels[labels::SCALABLE_UNIT], "su01");
+    assert_eq!(&a1.labels[labels::LEAF_GROUP], "su01-lg0");
+    assert_eq!(&a1.labels[labels::RAILS], "8");
     assert_eq!(
-        assignment.desired["b1"].labels[labels::MIG_CONFIG],
+        &assignment.desired["b1"].labels[labels::MIG_CONFIG],
         "all-disabled"
     );
 }
@@ -57,10 +58,10 @@ fn pools_select_nodes_and_unlisted_nodes_are_unplaced() {
 fn topographs_labels_repeat_the_placement_and_dgx_pools_have_no_nvlink_level() {
     let assignment = assign(&factory(), &nodes());
     let a1 = &assignment.desired["a1"].labels;
-    assert_eq!(a1[labels::TOPOGRAPH_TIER_LEAF], "su01-lg0");
-    assert_eq!(a1[labels::TOPOLOGY_LEAF], "su01-lg0");
-    assert_eq!(a1[labels::TOPOGRAPH_TIER_SPINE], "su01");
-    assert_eq!(a1[labels::TOPOLOGY_SPINE], "su01");
+    assert_eq!(&a1[labels::TOPOGRAPH_TIER_LEAF], "su01-lg0");
+    assert_eq!(&a1[labels::TOPOLOGY_LEAF], "su01-lg0");
+    assert_eq!(&a1[labels::TOPOGRAPH_TIER_SPINE], "su01");
+    assert_eq!(&a1[labels::TOPOLOGY_SPINE], "su01");
     assert!(!a1.contains_key(labels::NVLINK_DOMAIN));
     assert!(!a1.contains_key(labels::TOPOGRAPH_ACCELERATOR_DOMAIN));
 }
@@ -71,18 +72,17 @@ fn multi_node_nvlink_puts_every_node_in_an_nvlink_domain() {
     factory.spec.gpu_pools[1].system = fabbrica_crds::v1alpha1::GpuSystem::Gb200Nvl72;
     let mut nodes = nodes();
     let mut tray = node("b200");
-    tray.labels
-        .insert(labels::GPU_CLIQUE.to_owned(), "uuid.3".to_owned());
+    tray.labels = tray.labels.with([(labels::GPU_CLIQUE, "uuid.3")]);
     nodes.insert("b1".to_owned(), Arc::new(tray));
     let assignment = assign(&factory, &nodes);
     // A tray's domain is its clique, also as Topograph's accelerator domain.
     let b1 = &assignment.desired["b1"].labels;
-    assert_eq!(b1[labels::NVLINK_DOMAIN], "uuid.3");
-    assert_eq!(b1[labels::TOPOGRAPH_ACCELERATOR_DOMAIN], "uuid.3");
-    assert_eq!(b1[labels::TOPOLOGY_ACCELERATOR], "uuid.3");
+    assert_eq!(&b1[labels::NVLINK_DOMAIN], "uuid.3");
+    assert_eq!(&b1[labels::TOPOGRAPH_ACCELERATOR_DOMAIN], "uuid.3");
+    assert_eq!(&b1[labels::TOPOLOGY_ACCELERATOR], "uuid.3");
     // A DGX's NVLink stays inside it: a domain of its own, and no accelerator domain.
     let a1 = &assignment.desired["a1"].labels;
-    assert_eq!(a1[labels::NVLINK_DOMAIN], "a1");
+    assert_eq!(&a1[labels::NVLINK_DOMAIN], "a1");
     assert!(!a1.contains_key(labels::TOPOGRAPH_ACCELERATOR_DOMAIN));
 }
 
@@ -92,7 +92,7 @@ fn a_node_matching_two_pools_is_reported_not_labelled() {
     nodes.insert(
         "both".into(),
         Arc::new(NodeMeta {
-            labels: BTreeMap::from([("gpu".to_owned(), "h100".to_owned())]),
+            labels: [("gpu", "h100")].into_iter().collect(),
             ..node("x")
         }),
     );
@@ -171,7 +171,7 @@ fn taints_of_others_survive_and_ours_are_replaced() {
     let assignment = assign(&factory, &nodes());
     let desired = &assignment.desired["a1"];
     let meta = NodeMeta {
-        taint_record: Some("old=:NoExecute".into()),
+        taint_record: Some(sym("old=:NoExecute")),
         ..node("h100")
     };
     let facts = NodeFacts {
@@ -208,13 +208,13 @@ fn a_node_in_sync_needs_no_write_and_an_unknown_one_is_read_first() {
         plan_node(Some(desired), &meta, None),
         NodeChange::NeedsFacts
     );
-    meta.labels.extend(desired.labels.clone());
-    meta.owned_labels = desired.labels.keys().cloned().collect();
-    meta.taint_record = Some(taint_record(&desired.taints));
+    meta.labels = meta.labels.with(desired.labels.iter());
+    meta.owned_labels = desired.labels.keys().collect();
+    meta.taint_record = Some(sym(&taint_record(&desired.taints)));
     meta.owns_taint_record = true;
     meta.owns_taints = true;
     let facts = NodeFacts {
-        taints: desired.taints.clone(),
+        taints: desired.taints.to_vec(),
         ..NodeFacts::default()
     };
     assert_eq!(
@@ -252,8 +252,8 @@ fn the_facts_a_write_leaves_make_the_next_plan_a_no_op() {
     assert_eq!(keys, ["theirs", "nvidia.com/gpu"]);
     // The Node as the write left it: fabbrica's labels and taint record, owned by its manager.
     let mut written = meta.clone();
-    written.labels.extend(desired.labels.clone());
-    written.owned_labels = desired.labels.keys().cloned().collect();
+    written.labels = written.labels.with(desired.labels.iter());
+    written.owned_labels = desired.labels.keys().collect();
     written.taint_record = apply.taint_record.clone();
     written.owns_taint_record = true;
     written.owns_taints = true;
