@@ -14,6 +14,7 @@ pub mod http;
 pub mod interned;
 pub mod leader;
 pub mod maintenance;
+pub mod metadata;
 pub mod metrics;
 pub mod nodes;
 pub mod owners;

@@ -26,7 +26,6 @@ use k8s_openapi::ClusterResourceScope;
 use k8s_openapi::api::core::v1::{Node, Taint};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use kube::api::PartialObjectMeta;
 use kube::runtime::watcher::{self, Event};
 use kube::runtime::{WatchStreamExt, watcher as watch};
 use kube::{Api, Client, Resource, ResourceExt};
@@ -34,6 +33,7 @@ use serde::{Deserialize, Deserializer};
 
 use crate::FIELD_MANAGER;
 use crate::interned::{Keys, Labels, Sym, sym};
+use crate::metadata::{MetaNode, node_metadata_client};
 
 /// Annotation recording the taints fabbrica put on a Node (`key=value:Effect,...`), so that it
 /// removes exactly those and never a taint someone else set.
@@ -78,30 +78,59 @@ impl NodeMeta {
         let ours = meta.managed_fields.iter().flatten().filter(|m| {
             m.manager.as_deref() == Some(FIELD_MANAGER) && m.operation.as_deref() == Some("Apply")
         });
-        let mut owned_labels: Vec<&str> = Vec::new();
+        let mut owned_labels: Vec<String> = Vec::new();
         for entry in ours {
             let Some(fields) = entry.fields_v1.as_ref().map(|f| &f.0) else {
                 continue;
             };
-            let metadata = fields.get("f:metadata");
-            if let Some(owned) = metadata
-                .and_then(|m| m.get("f:labels"))
-                .and_then(|l| l.as_object())
-            {
-                owned_labels.extend(owned.keys().filter_map(|k| k.strip_prefix("f:")));
-            }
-            let annotation = format!("f:{TAINTS_ANNOTATION}");
-            node.owns_taint_record |= metadata
+            let ownership = Ownership::of(fields);
+            owned_labels.extend(ownership.labels);
+            node.owns_taint_record |= ownership.taint_record;
+            node.owns_taints |= ownership.taints;
+        }
+        node.owned_labels = owned_labels.iter().map(String::as_str).collect();
+        node
+    }
+}
+
+/// What one server-side-apply entry of fabbrica's (its `fieldsV1`) owns of a Node.
+#[derive(Debug, Default)]
+pub struct Ownership {
+    /// Label keys.
+    pub labels: Vec<String>,
+    /// Whether [`TAINTS_ANNOTATION`] is among them.
+    pub taint_record: bool,
+    /// Whether `spec.taints` is.
+    pub taints: bool,
+}
+
+impl Ownership {
+    /// Reads a `fieldsV1` tree.
+    pub fn of(fields: &serde_json::Value) -> Self {
+        let metadata = fields.get("f:metadata");
+        let labels = metadata
+            .and_then(|m| m.get("f:labels"))
+            .and_then(|l| l.as_object())
+            .map(|owned| {
+                owned
+                    .keys()
+                    .filter_map(|k| k.strip_prefix("f:"))
+                    .map(str::to_owned)
+                    .collect()
+            })
+            .unwrap_or_default();
+        let annotation = format!("f:{TAINTS_ANNOTATION}");
+        Ownership {
+            labels,
+            taint_record: metadata
                 .and_then(|m| m.get("f:annotations"))
                 .and_then(|a| a.get(&annotation))
-                .is_some();
-            node.owns_taints |= fields
+                .is_some(),
+            taints: fields
                 .get("f:spec")
                 .and_then(|s| s.get("f:taints"))
-                .is_some();
+                .is_some(),
         }
-        node.owned_labels = owned_labels.into_iter().collect();
-        node
     }
 }
 
@@ -392,10 +421,8 @@ impl NodeIndex {
         }
     }
 
-    fn apply_meta(&self, event: Event<PartialObjectMeta<Node>>) -> bool {
-        let event = map_event(event, |m| {
-            (m.name_any(), Arc::new(NodeMeta::from_meta(&m.metadata)))
-        });
+    fn apply_meta(&self, event: Event<MetaNode>) -> bool {
+        let event = map_event(event, |m| (m.name_any(), Arc::new(m.view)));
         self.meta.write().is_ok_and(|mut p| p.apply(event))
     }
 
@@ -447,7 +474,7 @@ pub fn spawn_watches(
     trigger: UnboundedSender<()>,
 ) -> Vec<tokio::task::JoinHandle<()>> {
     let metas = watch(
-        Api::<PartialObjectMeta<Node>>::all(client.clone()),
+        Api::<MetaNode>::all(node_metadata_client(client.clone())),
         watcher::Config::default().page_size(META_PAGE),
     )
     .default_backoff();
@@ -602,11 +629,12 @@ mod tests {
         let watched: FactsNode =
             serde_json::from_value(serde_json::to_value(&node).expect("json")).expect("facts");
         assert!(!index.apply_facts(Event::Apply(watched)));
-        assert!(!index.apply_meta(Event::Apply(PartialObjectMeta {
-            types: None,
-            metadata: node.metadata.clone(),
-            _phantom: std::marker::PhantomData,
-        })));
+        let watched: MetaNode = serde_json::from_value(serde_json::json!({
+            "kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1",
+            "metadata": serde_json::to_value(&node.metadata).expect("json"),
+        }))
+        .expect("metadata");
+        assert!(!index.apply_meta(Event::Apply(watched)));
 
         // Released: no longer fabbrica's, so no longer among the Nodes with facts.
         node.metadata.labels = None;

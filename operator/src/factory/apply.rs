@@ -204,12 +204,67 @@ pub async fn apply_children(ctx: &Context, desired: &Desired) -> Outcome {
     outcome
 }
 
-/// Sends one Node write and records what it left. Only the Node's metadata comes back: a real
-/// Node's status (conditions, images) is most of its size, and the write does not touch it.
+/// Attempts at one Node write. A taint write carries the resourceVersion its plan was read at,
+/// and a kubelet's status report changes that version on every Node every few minutes; at a
+/// gigafactory a pass of writes lasts minutes, so some Nodes change under it. Such a Node is read
+/// again and planned anew at once, instead of in a later reconcile of every Node.
+const NODE_ATTEMPTS: u32 = 3;
+
+/// Sends one Node write (read again and planned anew on a conflict, [`NODE_ATTEMPTS`] times at
+/// most) and records what it left; how many conflicts it met on the way.
 async fn write_node(
     ctx: &Context,
     api: &Api<Node>,
-    write: PlannedWrite,
+    mut write: PlannedWrite,
+    desired: Option<&DesiredNode>,
+) -> Result<u32> {
+    let mut conflicts = 0;
+    loop {
+        match send_node(ctx, api, &write, desired).await {
+            Err(Error::NodeConflict(name)) if conflicts + 1 < NODE_ATTEMPTS => {
+                conflicts += 1;
+                match read_again(api, name, desired).await? {
+                    Some(again) => write = again,
+                    None => return Ok(conflicts),
+                }
+            }
+            sent => return sent.map(|()| conflicts),
+        }
+    }
+}
+
+/// Reads a Node whose write met a conflict and plans it again: `None` when it needs nothing any
+/// more (or is gone).
+async fn read_again(
+    api: &Api<Node>,
+    name: String,
+    desired: Option<&DesiredNode>,
+) -> Result<Option<PlannedWrite>> {
+    let Some(node) = api
+        .get_opt(&name)
+        .await
+        .map_err(|err| Error::request("reading", format!("Node {name}"), err))?
+    else {
+        return Ok(None);
+    };
+    let meta = NodeMeta::from_meta(&node.metadata);
+    let facts = NodeFacts::from_node(&node);
+    Ok(match plan_node(desired, &meta, Some(&facts)) {
+        NodeChange::Apply(change) => Some(PlannedWrite {
+            name,
+            change,
+            facts: Some(Arc::new(facts)),
+        }),
+        NodeChange::None | NodeChange::NeedsFacts => None,
+    })
+}
+
+/// Sends one Node write and records what it left. Only the Node's metadata comes back: a real
+/// Node's status (conditions, images) is most of its size, and the write does not touch it.
+async fn send_node(
+    ctx: &Context,
+    api: &Api<Node>,
+    write: &PlannedWrite,
     desired: Option<&DesiredNode>,
 ) -> Result<()> {
     let PlannedWrite {
@@ -217,9 +272,9 @@ async fn write_node(
         change,
         facts,
     } = write;
-    let body = change.body(&name, desired);
+    let body = change.body(name, desired);
     match api
-        .patch_metadata(&name, &patch_params(), &Patch::Apply(&body))
+        .patch_metadata(name, &patch_params(), &Patch::Apply(&body))
         .await
     {
         Ok(written) => {
@@ -228,12 +283,16 @@ async fn write_node(
                 .resource_version
                 .clone()
                 .unwrap_or_default();
-            let facts = facts.map(|facts| change.written(Arc::unwrap_or_clone(facts), version));
+            let facts = facts
+                .clone()
+                .map(|facts| change.written(Arc::unwrap_or_clone(facts), version));
             ctx.nodes.record_write(&written.metadata, facts);
             ctx.kit.metrics.write("node", "apply");
             Ok(())
         }
-        Err(kube::Error::Api(status)) if status.code == 409 => Err(Error::NodeConflict(name)),
+        Err(kube::Error::Api(status)) if status.code == 409 => {
+            Err(Error::NodeConflict(name.clone()))
+        }
         Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
         Err(err) => Err(Error::request("writing", format!("Node {name}"), err)),
     }
@@ -301,6 +360,43 @@ async fn read_facts(
     }
 }
 
+/// Below one Node to read in this many Nodes of the cluster, the Nodes are read one by one: a
+/// Node that just gained a pool's label costs one GET, not a list of every Node of its pool (a
+/// pool of 12,500 Nodes is 125 pages of full Nodes).
+const GET_RATIO: usize = 20;
+
+/// Reads the `wanted` Nodes one GET each, [`Settings::node_concurrency`] at once, and sends them
+/// on `pages` as they arrive. A Node that is gone is left out: its watch event reconciles again.
+async fn read_each(
+    ctx: &Context,
+    wanted: &BTreeSet<&String>,
+    mut pages: futures::channel::mpsc::Sender<Result<FactsPage>>,
+) {
+    let api = Api::<Node>::all(ctx.kit.client.clone());
+    let names: Vec<String> = wanted.iter().map(|name| (*name).clone()).collect();
+    let mut reads = futures::stream::iter(names.into_iter().map(|name| {
+        let api = api.clone();
+        async move {
+            let node = api
+                .get_opt(&name)
+                .await
+                .map_err(|err| Error::request("reading", format!("Node {name}"), err))?;
+            Ok(node.map(|node| {
+                let meta = NodeMeta::from_meta(&node.metadata);
+                let facts = NodeFacts::from_node(&node);
+                (name, meta, facts)
+            }))
+        }
+    }))
+    .buffer_unordered(ctx.settings.node_concurrency);
+    while let Some(read) = reads.next().await {
+        let page = read.map(|node: Option<_>| node.into_iter().collect());
+        if pages.send(page).await.is_err() {
+            return;
+        }
+    }
+}
+
 /// Labels and taints the Factory's Nodes and releases those it no longer claims. `selectors`
 /// (the pools' node selectors) find the Nodes to read when some lack facts; their writes start
 /// with the first page read.
@@ -354,6 +450,8 @@ pub async fn apply_nodes(
     let reading = async move {
         if unknown.is_empty() {
             drop(sender);
+        } else if unknown.len() * GET_RATIO <= metas.len() {
+            read_each(ctx, &unknown, sender).await;
         } else {
             read_facts(ctx, selectors, &unknown, sender).await;
         }
@@ -392,15 +490,19 @@ pub async fn apply_nodes(
         })
         .buffer_unordered(ctx.settings.node_concurrency)
         // Every write is attempted; the first failure is reported and the reconcile retries.
-        .fold((0usize, None), |(written, first), result| async move {
-            match result {
-                Ok(()) => (written + 1, first),
-                Err(err) => (written, first.or(Some(err))),
-            }
-        });
-    let ((), (written, failure)) = futures::join!(reading, writing);
+        .fold(
+            (0usize, 0u32, None),
+            |(written, conflicts, first), result| async move {
+                match result {
+                    Ok(met) => (written + 1, conflicts + met, first),
+                    Err(err) => (written, conflicts, first.or(Some(err))),
+                }
+            },
+        );
+    let ((), (written, conflicts, failure)) = futures::join!(reading, writing);
     tracing::info!(
         nodes = written,
+        conflicts,
         seconds = started.elapsed().as_secs_f64(),
         "node labels and taints updated"
     );
