@@ -6,13 +6,16 @@
 //! `ObjectMeta`, each report allocated every label twice and every managed field as a JSON tree,
 //! only to be compared and dropped.
 //!
-//! [`MetaNode`] is parsed straight into the selection view instead: labels interned from the
-//! text as it is read, the one annotation fabbrica reads, and only fabbrica's own managed-fields
-//! entry; everything else is skipped without being built. [`node_metadata_client`] makes the API server
+//! [`MetaNode`] is parsed into what the selection view needs instead: the labels as one string,
+//! the one annotation fabbrica reads, and only fabbrica's own managed-fields entry; everything
+//! else is skipped without being built. The labels are interned only when they differ from the
+//! view already held ([`MetaNode::view_over`]): a status report changes no label, so it costs
+//! two allocations, not a hundred lookups in the interner. [`node_metadata_client`] makes the API server
 //! send Nodes as `PartialObjectMetadata`, so their spec and status never cross the wire.
 
 use std::borrow::Cow;
 use std::fmt;
+use std::sync::Arc;
 
 use http::header::{ACCEPT, HeaderValue};
 use k8s_openapi::ClusterResourceScope;
@@ -24,7 +27,7 @@ use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::Value;
 
 use crate::FIELD_MANAGER;
-use crate::interned::{Keys, Labels, sym};
+use crate::interned::{Keys, sym};
 use crate::nodes::{NodeMeta, Ownership, TAINTS_ANNOTATION};
 
 /// What the API server is asked for on a single object or a watch.
@@ -65,12 +68,82 @@ pub fn node_metadata_client(client: Client) -> Client {
 }
 
 /// A Node as the selection watch reads it: its name and resourceVersion (for the watch itself)
-/// and the selection view.
+/// and what its selection view is made of.
 #[derive(Clone, Debug)]
 pub struct MetaNode {
     metadata: ObjectMeta,
-    /// The Node's selection view.
-    pub view: NodeMeta,
+    labels: RawLabels,
+    /// The selection view but its labels.
+    rest: NodeMeta,
+}
+
+impl MetaNode {
+    /// The Node's selection view: `old` itself when it says the same (nothing is interned
+    /// then), else a new one.
+    pub fn view_over(&self, old: Option<&Arc<NodeMeta>>) -> Arc<NodeMeta> {
+        match old {
+            Some(old) if self.same_as(old) => Arc::clone(old),
+            _ => Arc::new(self.view()),
+        }
+    }
+
+    /// The Node's selection view, its labels interned.
+    pub fn view(&self) -> NodeMeta {
+        NodeMeta {
+            labels: self.labels.pairs().collect(),
+            ..self.rest.clone()
+        }
+    }
+
+    fn same_as(&self, view: &NodeMeta) -> bool {
+        let rest = &self.rest;
+        rest.taint_record == view.taint_record
+            && rest.owned_labels == view.owned_labels
+            && rest.owns_taint_record == view.owns_taint_record
+            && rest.owns_taints == view.owns_taints
+            && self.labels.len() == view.labels.len()
+            && self.labels.sorted().eq(view.labels.iter())
+    }
+}
+
+/// Labels as read: every key and value in one string, with where each ends.
+#[derive(Clone, Debug, Default)]
+struct RawLabels {
+    text: String,
+    /// The end of each key and of each value in `text`, in turn.
+    ends: Vec<usize>,
+}
+
+impl RawLabels {
+    fn push(&mut self, key: &str, value: &str) {
+        self.text.push_str(key);
+        self.ends.push(self.text.len());
+        self.text.push_str(value);
+        self.ends.push(self.text.len());
+    }
+
+    fn len(&self) -> usize {
+        self.ends.len() / 2
+    }
+
+    /// The labels in the order read.
+    fn pairs(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.ends.chunks_exact(2).scan(0, |start, ends| {
+            let key = &self.text[*start..ends[0]];
+            let value = &self.text[ends[0]..ends[1]];
+            *start = ends[1];
+            Some((key, value))
+        })
+    }
+
+    /// The labels sorted by key (the API server sends them sorted already).
+    fn sorted(&self) -> impl Iterator<Item = (&str, &str)> {
+        let mut pairs: Vec<(&str, &str)> = self.pairs().collect();
+        if !pairs.is_sorted_by(|a, b| a.0 <= b.0) {
+            pairs.sort_by(|a, b| a.0.cmp(b.0));
+        }
+        pairs.into_iter()
+    }
 }
 
 impl Resource for MetaNode {
@@ -110,7 +183,8 @@ impl<'de> Deserialize<'de> for MetaNode {
                 resource_version: metadata.resource_version,
                 ..ObjectMeta::default()
             },
-            view: metadata.view,
+            labels: metadata.labels,
+            rest: metadata.rest,
         })
     }
 }
@@ -145,7 +219,8 @@ impl<'de> Deserialize<'de> for Text<'de> {
 struct SlimMeta {
     name: Option<String>,
     resource_version: Option<String>,
-    view: NodeMeta,
+    labels: RawLabels,
+    rest: NodeMeta,
 }
 
 impl<'de> Deserialize<'de> for SlimMeta {
@@ -169,9 +244,9 @@ impl<'de> Visitor<'de> for SlimMetaVisitor {
             match &*key.0 {
                 "name" => meta.name = Some(map.next_value()?),
                 "resourceVersion" => meta.resource_version = Some(map.next_value()?),
-                "labels" => meta.view.labels = map.next_value::<LabelsSeen>()?.0,
+                "labels" => meta.labels = map.next_value::<LabelsSeen>()?.0,
                 "annotations" => {
-                    meta.view.taint_record = map.next_value::<TaintRecordSeen>()?.0.map(|r| sym(&r))
+                    meta.rest.taint_record = map.next_value::<TaintRecordSeen>()?.0.map(|r| sym(&r))
                 }
                 "managedFields" => {
                     let ours = map.next_value::<OurManagedFields>()?.0;
@@ -179,10 +254,10 @@ impl<'de> Visitor<'de> for SlimMetaVisitor {
                     for fields in &ours {
                         let ownership = Ownership::of(fields);
                         owned_labels.extend(ownership.labels);
-                        meta.view.owns_taint_record |= ownership.taint_record;
-                        meta.view.owns_taints |= ownership.taints;
+                        meta.rest.owns_taint_record |= ownership.taint_record;
+                        meta.rest.owns_taints |= ownership.taints;
                     }
-                    meta.view.owned_labels =
+                    meta.rest.owned_labels =
                         owned_labels.iter().map(String::as_str).collect::<Keys>();
                 }
                 _ => {
@@ -194,8 +269,8 @@ impl<'de> Visitor<'de> for SlimMetaVisitor {
     }
 }
 
-/// A label map, interned as it is read.
-struct LabelsSeen(Labels);
+/// A label map.
+struct LabelsSeen(RawLabels);
 
 impl<'de> Deserialize<'de> for LabelsSeen {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
@@ -206,16 +281,14 @@ impl<'de> Deserialize<'de> for LabelsSeen {
                 f.write_str("a map of labels")
             }
             fn visit_unit<E: de::Error>(self) -> Result<LabelsSeen, E> {
-                Ok(LabelsSeen(Labels::default()))
+                Ok(LabelsSeen(RawLabels::default()))
             }
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<LabelsSeen, A::Error> {
-                let mut pairs: Vec<(Text<'de>, Text<'de>)> = Vec::new();
-                while let Some(pair) = map.next_entry()? {
-                    pairs.push(pair);
+                let mut labels = RawLabels::default();
+                while let Some((key, value)) = map.next_entry::<Text<'de>, Text<'de>>()? {
+                    labels.push(&key.0, &value.0);
                 }
-                Ok(LabelsSeen(
-                    pairs.iter().map(|(k, v)| (&*k.0, &*v.0)).collect(),
-                ))
+                Ok(LabelsSeen(labels))
             }
         }
         deserializer.deserialize_any(LabelsVisitor)
@@ -373,21 +446,74 @@ mod tests {
             let text = node_metadata(fabbrica_first).to_string();
             let full: PartialObjectMeta<Node> = serde_json::from_str(&text).unwrap();
             let slim: MetaNode = serde_json::from_str(&text).unwrap();
-            assert_eq!(slim.view, NodeMeta::from_meta(&full.metadata));
+            let view = slim.view();
+            assert_eq!(view, NodeMeta::from_meta(&full.metadata));
             assert_eq!(slim.metadata.name.as_deref(), Some("gpu-1"));
             assert_eq!(slim.metadata.resource_version.as_deref(), Some("4242"));
-            assert_eq!(slim.view.labels.get("escaped"), Some("a\"b"));
+            assert_eq!(view.labels.get("escaped"), Some("a\"b"));
             assert_eq!(
-                slim.view.owned_labels.iter().collect::<Vec<_>>(),
+                view.owned_labels.iter().collect::<Vec<_>>(),
                 ["fabbrica.io/factory", "fabbrica.io/pool"],
                 "only fabbrica's apply entry counts, not its updates or other writers"
             );
-            assert!(slim.view.owns_taints && slim.view.owns_taint_record);
+            assert!(view.owns_taints && view.owns_taint_record);
             assert_eq!(
-                slim.view.taint_record.as_deref().map(String::as_str),
+                view.taint_record.as_deref().map(String::as_str),
                 Some("nvidia.com/gpu=present:NoSchedule")
             );
         }
+    }
+
+    #[test]
+    fn a_report_that_changes_nothing_selection_reads_keeps_the_view_held() {
+        let parse = |value: Value| -> MetaNode { serde_json::from_value(value).unwrap() };
+        let held = Arc::new(parse(node_metadata(false)).view());
+        // A status report: a new resourceVersion and kubelet entry, the same labels.
+        let mut report = node_metadata(false);
+        report["metadata"]["resourceVersion"] = json!("4243");
+        report["metadata"]["managedFields"][0]["time"] = json!("2026-12-03T10:05:00Z");
+        assert!(Arc::ptr_eq(&parse(report).view_over(Some(&held)), &held));
+        // The same labels in another order are the same labels.
+        let text = node_metadata(false).to_string();
+        let labels = node_metadata(false)["metadata"]["labels"].to_string();
+        let reversed: Vec<String> = node_metadata(false)["metadata"]["labels"]
+            .as_object()
+            .unwrap()
+            .iter()
+            .rev()
+            .map(|(k, v)| format!("{}:{v}", json!(k)))
+            .collect();
+        let text = text.replace(&labels, &format!("{{{}}}", reversed.join(",")));
+        assert!(!text.contains(&labels));
+        let reordered: MetaNode = serde_json::from_str(&text).unwrap();
+        assert!(Arc::ptr_eq(&reordered.view_over(Some(&held)), &held));
+        // A changed label, a label more, a lost annotation: a new view.
+        for change in [
+            json!({"labels": {"fabbrica.io/pool": "serve"}}),
+            json!({"labels": {"topology.example.com/scalable-unit": "su01"}}),
+            json!({"annotations": {"fabbrica.io/taints": null}}),
+        ] {
+            let mut changed = node_metadata(false);
+            for (field, entries) in change.as_object().unwrap() {
+                for (key, value) in entries.as_object().unwrap() {
+                    match value {
+                        Value::Null => {
+                            changed["metadata"][field]
+                                .as_object_mut()
+                                .unwrap()
+                                .remove(key);
+                        }
+                        _ => changed["metadata"][field][key] = value.clone(),
+                    }
+                }
+            }
+            let changed = parse(changed);
+            let view = changed.view_over(Some(&held));
+            assert!(!Arc::ptr_eq(&view, &held), "{change}");
+            assert_eq!(*view, changed.view(), "{change}");
+            assert_ne!(*view, *held, "{change}");
+        }
+        assert_eq!(*parse(node_metadata(false)).view_over(None), *held);
     }
 
     #[test]
@@ -395,7 +521,7 @@ mod tests {
         let text = json!({"metadata": {"name": "cpu-1", "resourceVersion": "1", "labels": null}})
             .to_string();
         let slim: MetaNode = serde_json::from_str(&text).unwrap();
-        assert_eq!(slim.view, NodeMeta::default());
+        assert_eq!(slim.view(), NodeMeta::default());
         assert_eq!(slim.metadata.name.as_deref(), Some("cpu-1"));
     }
 }

@@ -422,8 +422,17 @@ impl NodeIndex {
     }
 
     fn apply_meta(&self, event: Event<MetaNode>) -> bool {
-        let event = map_event(event, |m| (m.name_any(), Arc::new(m.view)));
-        self.meta.write().is_ok_and(|mut p| p.apply(event))
+        let Ok(mut projection) = self.meta.write() else {
+            return false;
+        };
+        // A view that says what the one held says is the one held: nothing is interned, and
+        // the comparison that decides whether to reconcile is a pointer comparison.
+        let event = map_event(event, |m| {
+            let name = m.name_any();
+            let view = m.view_over(projection.items.get(&name));
+            (name, view)
+        });
+        projection.apply(event)
     }
 
     fn apply_facts(&self, event: Event<FactsNode>) -> bool {
