@@ -8,6 +8,7 @@ use std::path::Path;
 use std::process::{Child, Command, ExitCode, Stdio};
 use std::time::Duration;
 
+use fabbrica_crds::labels;
 use fabbrica_crds::v1alpha1::Factory;
 use fabbrica_tests::{
     client, fabbrica, install_crds, kubeconfig_path, kubectl, register_ready_node, repo_root, run,
@@ -17,7 +18,7 @@ use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Namespace, Node, Pod, Secret};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::ResourceExt;
-use kube::api::{Api, DeleteParams, ListParams};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
 use serde_json::{Value, json};
 
 const OPERATOR_USER: &str = "system:serviceaccount:fabbrica-system:fabbrica-operator";
@@ -343,7 +344,7 @@ async fn a_rendered_site_becomes_ready_under_the_charts_least_privilege_rbac() -
     let audit = state.join("audit.log");
     let audit_start = std::fs::metadata(&audit).map(|m| m.len()).unwrap_or(0);
     let run_id = fabbrica_tests::unique_name("e2e");
-    let nodes = create_nodes(&client, &factory, &run_id).await?;
+    let mut nodes = create_nodes(&client, &factory, &run_id).await?;
     let operator_log = scratch.join("operator.log");
     let operator = start_operator(&state, &operator_log)?;
 
@@ -539,6 +540,38 @@ async fn a_rendered_site_becomes_ready_under_the_charts_least_privilege_rbac() -
             Ok(kubectl(&["get", "storageclass", &class])
                 .is_err()
                 .then_some(()))
+        },
+    )
+    .await?;
+
+    // 5b. A Node joins a pool of the Ready site: the operator reads that Node alone (a GET, not
+    // a list of the pool) and makes it a member, labelled and tainted.
+    let pool = &factory.spec.gpu_pools[0];
+    let joiner = format!("{run_id}-joiner");
+    let spare: Node = serde_json::from_value(json!({"metadata": {"name": joiner,
+        "labels": {"fabbrica-tests/run": run_id}}}))?;
+    let gpus = fabbrica_crds::validation::gpus_per_node(pool).to_string();
+    register_ready_node(&node_api(&client), &spare, &gpus).await?;
+    nodes.push(joiner.clone());
+    node_api(&client)
+        .patch(
+            &joiner,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"labels": pool.node_selector}})),
+        )
+        .await?;
+    fabbrica_tests::eventually(
+        "the Node that joined the pool is a member, labelled and tainted",
+        Duration::from_secs(60),
+        || async {
+            let node = node_api(&client).get(&joiner).await?;
+            let member = node.labels().get(labels::FACTORY) == Some(&factory_name);
+            let tainted = node
+                .spec
+                .as_ref()
+                .and_then(|s| s.taints.as_ref())
+                .is_some_and(|t| t.iter().any(|t| pool.taints.iter().any(|p| p.key == t.key)));
+            Ok((member && (tainted || pool.taints.is_empty())).then_some(()))
         },
     )
     .await?;

@@ -360,9 +360,9 @@ async fn read_facts(
     }
 }
 
-/// Below one Node to read in this many Nodes of the cluster, the Nodes are read one by one: a
-/// Node that just gained a pool's label costs one GET, not a list of every Node of its pool (a
-/// pool of 12,500 Nodes is 125 pages of full Nodes).
+/// Below one Node to read in this many Nodes of the cluster (or a single one), the Nodes are read
+/// one by one: a Node that just gained a pool's label costs one GET, not a list of every Node of
+/// its pool (a pool of 12,500 Nodes is 125 pages of full Nodes).
 const GET_RATIO: usize = 20;
 
 /// Reads the `wanted` Nodes one GET each, [`Settings::node_concurrency`] at once, and sends them
@@ -450,7 +450,7 @@ pub async fn apply_nodes(
     let reading = async move {
         if unknown.is_empty() {
             drop(sender);
-        } else if unknown.len() * GET_RATIO <= metas.len() {
+        } else if unknown.len() == 1 || unknown.len() * GET_RATIO <= metas.len() {
             read_each(ctx, &unknown, sender).await;
         } else {
             read_facts(ctx, selectors, &unknown, sender).await;
