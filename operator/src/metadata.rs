@@ -18,10 +18,8 @@ use std::fmt;
 use std::sync::Arc;
 
 use http::header::{ACCEPT, HeaderValue};
-use k8s_openapi::ClusterResourceScope;
-use k8s_openapi::api::core::v1::Node;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use kube::{Client, Resource};
+use kube::Client;
 use serde::Deserialize;
 use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::Value;
@@ -146,29 +144,7 @@ impl RawLabels {
     }
 }
 
-impl Resource for MetaNode {
-    type DynamicType = ();
-    type Scope = ClusterResourceScope;
-
-    fn kind(dt: &()) -> Cow<'_, str> {
-        Node::kind(dt)
-    }
-    fn group(dt: &()) -> Cow<'_, str> {
-        Node::group(dt)
-    }
-    fn version(dt: &()) -> Cow<'_, str> {
-        Node::version(dt)
-    }
-    fn plural(dt: &()) -> Cow<'_, str> {
-        Node::plural(dt)
-    }
-    fn meta(&self) -> &ObjectMeta {
-        &self.metadata
-    }
-    fn meta_mut(&mut self) -> &mut ObjectMeta {
-        &mut self.metadata
-    }
-}
+crate::nodes::node_projection!(MetaNode);
 
 impl<'de> Deserialize<'de> for MetaNode {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
@@ -401,6 +377,7 @@ impl<'de> Deserialize<'de> for EntrySeen {
 
 #[cfg(test)]
 mod tests {
+    use k8s_openapi::api::core::v1::Node;
     use kube::api::PartialObjectMeta;
     use serde_json::json;
 

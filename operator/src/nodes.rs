@@ -15,20 +15,18 @@
 //! Every change of the projection (not every event: a kubelet heartbeat that changes nothing fabbrica
 //! reads is ignored) sends a trigger that reconciles the Factories.
 
-use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, RwLock};
 
 use fabbrica_crds::labels;
 use futures::channel::mpsc::UnboundedSender;
 use futures::{Stream, StreamExt};
-use k8s_openapi::ClusterResourceScope;
 use k8s_openapi::api::core::v1::{Node, Taint};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::runtime::watcher::{self, Event};
 use kube::runtime::{WatchStreamExt, watcher as watch};
-use kube::{Api, Client, Resource, ResourceExt};
+use kube::{Api, Client, ResourceExt};
 use serde::{Deserialize, Deserializer};
 
 use crate::FIELD_MANAGER;
@@ -235,29 +233,40 @@ fn name_and_version<'de, D: Deserializer<'de>>(metadata: D) -> Result<ObjectMeta
     })
 }
 
-impl Resource for FactsNode {
-    type DynamicType = ();
-    type Scope = ClusterResourceScope;
+/// Implements `kube::Resource` for a projection of Node (`$projection` with its `metadata`), so
+/// a watch of it reads Nodes.
+macro_rules! node_projection {
+    ($projection:ty) => {
+        impl kube::Resource for $projection {
+            type DynamicType = ();
+            type Scope = k8s_openapi::ClusterResourceScope;
 
-    fn kind(dt: &()) -> Cow<'_, str> {
-        Node::kind(dt)
-    }
-    fn group(dt: &()) -> Cow<'_, str> {
-        Node::group(dt)
-    }
-    fn version(dt: &()) -> Cow<'_, str> {
-        Node::version(dt)
-    }
-    fn plural(dt: &()) -> Cow<'_, str> {
-        Node::plural(dt)
-    }
-    fn meta(&self) -> &ObjectMeta {
-        &self.metadata
-    }
-    fn meta_mut(&mut self) -> &mut ObjectMeta {
-        &mut self.metadata
-    }
+            fn kind(dt: &()) -> std::borrow::Cow<'_, str> {
+                <k8s_openapi::api::core::v1::Node as kube::Resource>::kind(dt)
+            }
+            fn group(dt: &()) -> std::borrow::Cow<'_, str> {
+                <k8s_openapi::api::core::v1::Node as kube::Resource>::group(dt)
+            }
+            fn version(dt: &()) -> std::borrow::Cow<'_, str> {
+                <k8s_openapi::api::core::v1::Node as kube::Resource>::version(dt)
+            }
+            fn plural(dt: &()) -> std::borrow::Cow<'_, str> {
+                <k8s_openapi::api::core::v1::Node as kube::Resource>::plural(dt)
+            }
+            fn meta(&self) -> &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
+                &self.metadata
+            }
+            fn meta_mut(
+                &mut self,
+            ) -> &mut k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
+                &mut self.metadata
+            }
+        }
+    };
 }
+pub(crate) use node_projection;
+
+node_projection!(FactsNode);
 
 impl From<FactsNode> for NodeFacts {
     fn from(node: FactsNode) -> Self {
@@ -506,6 +515,7 @@ pub fn spawn_watches(
 #[cfg(test)]
 mod tests {
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::{FieldsV1, ManagedFieldsEntry};
+    use kube::Resource;
 
     use super::*;
 

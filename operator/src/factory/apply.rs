@@ -240,23 +240,40 @@ async fn read_again(
     name: String,
     desired: Option<&DesiredNode>,
 ) -> Result<Option<PlannedWrite>> {
-    let Some(node) = api
-        .get_opt(&name)
+    Ok(read_node(api, &name)
+        .await?
+        .and_then(|(meta, facts)| planned(name, desired, &meta, facts)))
+}
+
+/// Reads one Node, projected to what planning needs; `None` when it is gone.
+async fn read_node(api: &Api<Node>, name: &str) -> Result<Option<(NodeMeta, NodeFacts)>> {
+    let node = api
+        .get_opt(name)
         .await
-        .map_err(|err| Error::request("reading", format!("Node {name}"), err))?
-    else {
-        return Ok(None);
-    };
-    let meta = NodeMeta::from_meta(&node.metadata);
-    let facts = NodeFacts::from_node(&node);
-    Ok(match plan_node(desired, &meta, Some(&facts)) {
+        .map_err(|err| Error::request("reading", format!("Node {name}"), err))?;
+    Ok(node.map(|node| {
+        (
+            NodeMeta::from_meta(&node.metadata),
+            NodeFacts::from_node(&node),
+        )
+    }))
+}
+
+/// The write a Node read just now needs, if any.
+fn planned(
+    name: String,
+    desired: Option<&DesiredNode>,
+    meta: &NodeMeta,
+    facts: NodeFacts,
+) -> Option<PlannedWrite> {
+    match plan_node(desired, meta, Some(&facts)) {
         NodeChange::Apply(change) => Some(PlannedWrite {
             name,
             change,
             facts: Some(Arc::new(facts)),
         }),
         NodeChange::None | NodeChange::NeedsFacts => None,
-    })
+    }
 }
 
 /// Sends one Node write and records what it left. Only the Node's metadata comes back: a real
@@ -377,15 +394,8 @@ async fn read_each(
     let mut reads = futures::stream::iter(names.into_iter().map(|name| {
         let api = api.clone();
         async move {
-            let node = api
-                .get_opt(&name)
-                .await
-                .map_err(|err| Error::request("reading", format!("Node {name}"), err))?;
-            Ok(node.map(|node| {
-                let meta = NodeMeta::from_meta(&node.metadata);
-                let facts = NodeFacts::from_node(&node);
-                (name, meta, facts)
-            }))
+            let node = read_node(&api, &name).await?;
+            Ok(node.map(|(meta, facts)| (name, meta, facts)))
         }
     }))
     .buffer_unordered(ctx.settings.node_concurrency);
@@ -461,14 +471,8 @@ pub async fn apply_nodes(
         .map(|page: Result<FactsPage>| {
             let page = page.map(|page| {
                 page.into_iter().filter_map(|(name, meta, facts)| {
-                    match plan_node(assignment.desired.get(&name), &meta, Some(&facts)) {
-                        NodeChange::Apply(change) => Some(Ok(PlannedWrite {
-                            name,
-                            change,
-                            facts: Some(Arc::new(facts)),
-                        })),
-                        NodeChange::None | NodeChange::NeedsFacts => None,
-                    }
+                    let desired = assignment.desired.get(&name);
+                    planned(name, desired, &meta, facts).map(Ok)
                 })
             });
             match page {
