@@ -1,7 +1,7 @@
 //! The fabbrica operator: controllers that make declared factories true on a cluster.
 //!
 //! [`run`] is the whole operator for a given client: it checks that the CRDs are served, starts the
-//! Node watches, waits until they have listed every Node, then runs the controllers until told to
+//! Node watch, waits until it has listed every Node, then runs the controllers until told to
 //! stop. The binary adds flags, logs, the HTTP server and leader election around it.
 
 pub mod cli;
@@ -14,13 +14,13 @@ pub mod http;
 pub mod interned;
 pub mod leader;
 pub mod maintenance;
-pub mod metadata;
 pub mod metrics;
 pub mod nodes;
 pub mod owners;
 pub mod reconcile;
 pub mod telemetry;
 pub mod tenancy;
+pub mod watched;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -83,7 +83,7 @@ pub async fn check_crds(client: &Client) -> Result<()> {
 
 /// Runs the operator with `client` until `shutdown` completes.
 ///
-/// `readiness` turns true once the Node watches have listed every Node and the controllers start.
+/// `readiness` turns true once the Node watch has listed every Node and the controllers start.
 pub async fn run(
     client: Client,
     settings: Settings,
@@ -95,13 +95,13 @@ pub async fn run(
     check_crds(&client).await?;
     let index = Arc::new(nodes::NodeIndex::default());
     let (trigger, triggers) = futures::channel::mpsc::unbounded();
-    let watches = nodes::spawn_watches(client.clone(), index.clone(), trigger);
+    let watch = nodes::spawn_watch(client.clone(), index.clone(), trigger);
     while !index.synced() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     tracing::info!(
         nodes = index.len(),
-        "node watches synced; starting controllers"
+        "node watch synced; starting controllers"
     );
     readiness.set(true);
     let shutdown = futures::FutureExt::shared(shutdown);
@@ -126,9 +126,7 @@ pub async fn run(
     ));
     futures::join!(factory::run(ctx, triggers, shutdown), tenancy, maintenance);
     readiness.set(false);
-    for watch in watches {
-        watch.abort();
-    }
+    watch.abort();
     tracing::info!("controllers stopped");
     Ok(())
 }

@@ -1,37 +1,33 @@
 //! What the operator knows of Nodes, without caching a single full Node object.
 //!
-//! Two watches feed a compact projection:
+//! One watch over every Node feeds two compact projections, each report parsed once
+//! ([`WatchedNode`] skips all but what the two need, so no full Node is ever built):
 //!
-//! - **Selection**: a metadata-only watch (`PartialObjectMeta<Node>`) over every Node. It keeps each
-//!   Node's labels, fabbrica's own annotation and which fields fabbrica's field manager owns (read
-//!   from that manager's managedFields entry; every other entry is dropped). Pools select Nodes from
-//!   this, on any Node of the cluster, at a few hundred bytes a Node.
-//! - **Facts**: a watch over the Nodes that carry `fabbrica.io/factory` only, projected at once to
-//!   readiness, allocatable GPUs, taints and resourceVersion. Status needs the first two and safe
-//!   taint updates need the last two. CPU, storage and management Nodes never stream their spec or
-//!   status to the operator, and the watch parses each Node into [`FactsNode`], which skips all but
-//!   those fields, so no full Node is ever built.
+//! - **Selection**: each Node's labels, fabbrica's own annotation and which fields fabbrica's field
+//!   manager owns (read from that manager's managedFields entry; every other entry is skipped).
+//!   Pools select Nodes from this, on any Node of the cluster, at a few hundred bytes a Node.
+//! - **Facts**: for the Nodes that carry `fabbrica.io/factory` only, readiness, allocatable GPUs,
+//!   taints and resourceVersion. Status needs the first two and safe taint updates need the last
+//!   two.
 //!
 //! Every change of the projection (not every event: a kubelet heartbeat that changes nothing fabbrica
 //! reads is ignored) sends a trigger that reconciles the Factories.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
 use fabbrica_crds::labels;
 use futures::channel::mpsc::UnboundedSender;
 use futures::{Stream, StreamExt};
-use k8s_openapi::api::core::v1::{Node, Taint};
-use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::api::core::v1::Node;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::runtime::watcher::{self, Event};
 use kube::runtime::{WatchStreamExt, watcher as watch};
 use kube::{Api, Client, ResourceExt};
-use serde::{Deserialize, Deserializer};
 
 use crate::FIELD_MANAGER;
-use crate::interned::{Keys, Labels, Sym, sym};
-use crate::metadata::{MetaNode, node_metadata_client};
+use crate::interned::{Keys, Labels, Sym, Taints, sym};
+use crate::watched::WatchedNode;
 
 /// Annotation recording the taints fabbrica put on a Node (`key=value:Effect,...`), so that it
 /// removes exactly those and never a taint someone else set.
@@ -142,146 +138,32 @@ pub struct NodeFacts {
     /// Allocatable `nvidia.com/gpu`.
     pub gpus: u64,
     /// The Node's taints, as the API server holds them.
-    pub taints: Vec<Taint>,
+    pub taints: Taints,
 }
 
 impl NodeFacts {
-    fn new<'a>(
-        resource_version: Option<String>,
-        mut conditions: impl Iterator<Item = (&'a str, &'a str)>,
-        gpus: Option<&Quantity>,
-        taints: Vec<Taint>,
-    ) -> Self {
-        NodeFacts {
-            resource_version: resource_version.unwrap_or_default(),
-            ready: conditions.any(|(type_, status)| type_ == "Ready" && status == "True"),
-            gpus: gpus.and_then(|q| q.0.parse().ok()).unwrap_or(0),
-            taints,
-        }
-    }
-
     /// Projects a full Node.
     pub fn from_node(node: &Node) -> Self {
         let status = node.status.as_ref();
-        let conditions = status
-            .and_then(|s| s.conditions.as_deref())
-            .unwrap_or_default();
-        Self::new(
-            node.resource_version(),
-            conditions
+        NodeFacts {
+            resource_version: node.resource_version().unwrap_or_default(),
+            ready: status
+                .and_then(|s| s.conditions.as_deref())
+                .unwrap_or_default()
                 .iter()
-                .map(|c| (c.type_.as_str(), c.status.as_str())),
-            status
+                .any(|c| c.type_ == "Ready" && c.status == "True"),
+            gpus: status
                 .and_then(|s| s.allocatable.as_ref())
-                .and_then(|a| a.get(labels::GPU_RESOURCE)),
-            node.spec
+                .and_then(|a| a.get(labels::GPU_RESOURCE))
+                .and_then(|q| q.0.parse().ok())
+                .unwrap_or(0),
+            taints: node
+                .spec
                 .as_ref()
                 .and_then(|s| s.taints.clone())
-                .unwrap_or_default(),
-        )
-    }
-}
-
-/// A Node as the facts watch reads it: name, resourceVersion, taints, conditions and allocatable
-/// resources. The parser skips everything else a Node carries (managed fields, the kubelet's image
-/// list, addresses, system info) without allocating it, so a kubelet's status report costs the
-/// operator a few small strings, not a full Node.
-#[derive(Clone, Debug, Deserialize)]
-pub struct FactsNode {
-    #[serde(deserialize_with = "name_and_version")]
-    metadata: ObjectMeta,
-    #[serde(default)]
-    spec: FactsSpec,
-    #[serde(default)]
-    status: FactsStatus,
-}
-
-#[derive(Clone, Debug, Default, Deserialize)]
-struct FactsSpec {
-    #[serde(default)]
-    taints: Option<Vec<Taint>>,
-}
-
-#[derive(Clone, Debug, Default, Deserialize)]
-struct FactsStatus {
-    #[serde(default)]
-    conditions: Option<Vec<FactsCondition>>,
-    #[serde(default)]
-    allocatable: Option<BTreeMap<String, Quantity>>,
-}
-
-#[derive(Clone, Debug, Deserialize)]
-struct FactsCondition {
-    #[serde(rename = "type")]
-    type_: String,
-    status: String,
-}
-
-/// The name and resourceVersion of an object's metadata; the rest is skipped.
-fn name_and_version<'de, D: Deserializer<'de>>(metadata: D) -> Result<ObjectMeta, D::Error> {
-    #[derive(Deserialize)]
-    #[serde(rename_all = "camelCase")]
-    struct NameAndVersion {
-        name: Option<String>,
-        resource_version: Option<String>,
-    }
-    let slim = NameAndVersion::deserialize(metadata)?;
-    Ok(ObjectMeta {
-        name: slim.name,
-        resource_version: slim.resource_version,
-        ..ObjectMeta::default()
-    })
-}
-
-/// Implements `kube::Resource` for a projection of Node (`$projection` with its `metadata`), so
-/// a watch of it reads Nodes.
-macro_rules! node_projection {
-    ($projection:ty) => {
-        impl kube::Resource for $projection {
-            type DynamicType = ();
-            type Scope = k8s_openapi::ClusterResourceScope;
-
-            fn kind(dt: &()) -> std::borrow::Cow<'_, str> {
-                <k8s_openapi::api::core::v1::Node as kube::Resource>::kind(dt)
-            }
-            fn group(dt: &()) -> std::borrow::Cow<'_, str> {
-                <k8s_openapi::api::core::v1::Node as kube::Resource>::group(dt)
-            }
-            fn version(dt: &()) -> std::borrow::Cow<'_, str> {
-                <k8s_openapi::api::core::v1::Node as kube::Resource>::version(dt)
-            }
-            fn plural(dt: &()) -> std::borrow::Cow<'_, str> {
-                <k8s_openapi::api::core::v1::Node as kube::Resource>::plural(dt)
-            }
-            fn meta(&self) -> &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
-                &self.metadata
-            }
-            fn meta_mut(
-                &mut self,
-            ) -> &mut k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
-                &mut self.metadata
-            }
+                .unwrap_or_default()
+                .into(),
         }
-    };
-}
-pub(crate) use node_projection;
-
-node_projection!(FactsNode);
-
-impl From<FactsNode> for NodeFacts {
-    fn from(node: FactsNode) -> Self {
-        let conditions = node.status.conditions.unwrap_or_default();
-        NodeFacts::new(
-            node.metadata.resource_version,
-            conditions
-                .iter()
-                .map(|c| (c.type_.as_str(), c.status.as_str())),
-            node.status
-                .allocatable
-                .as_ref()
-                .and_then(|a| a.get(labels::GPU_RESOURCE)),
-            node.spec.taints.unwrap_or_default(),
-        )
     }
 }
 
@@ -370,7 +252,7 @@ pub struct NodeIndex {
 }
 
 impl NodeIndex {
-    /// Whether both watches have listed every Node once.
+    /// Whether the Node watch has listed every Node once.
     pub fn synced(&self) -> bool {
         self.meta.read().is_ok_and(|m| m.synced) && self.facts.read().is_ok_and(|f| f.synced)
     }
@@ -430,23 +312,46 @@ impl NodeIndex {
         }
     }
 
-    fn apply_meta(&self, event: Event<MetaNode>) -> bool {
-        let Ok(mut projection) = self.meta.write() else {
+    /// Applies one event of the Node watch to both projections; `true` when either changed in a
+    /// way a reconcile sees. A Node that loses `fabbrica.io/factory` leaves the facts.
+    fn apply(&self, event: Event<WatchedNode>) -> bool {
+        let (Ok(mut meta), Ok(mut facts)) = (self.meta.write(), self.facts.write()) else {
             return false;
+        };
+        let facts_event = |name: &str, node: &mut WatchedNode| {
+            node.take_facts().map(|f| (name.to_owned(), Arc::new(f)))
+        };
+        let (meta_event, facts_event) = match event {
+            Event::Apply(mut node) => {
+                let name = node.name_any();
+                let facts_event = match facts_event(&name, &mut node) {
+                    Some(f) => Some(Event::Apply(f)),
+                    None => Some(Event::Delete((name.clone(), Arc::default()))),
+                };
+                (Event::Apply((name, node)), facts_event)
+            }
+            Event::Delete(node) => {
+                let name = node.name_any();
+                let gone = Event::Delete((name.clone(), Arc::default()));
+                (Event::Delete((name, node)), Some(gone))
+            }
+            Event::Init => (Event::Init, Some(Event::Init)),
+            Event::InitApply(mut node) => {
+                let name = node.name_any();
+                let facts_event = facts_event(&name, &mut node).map(Event::InitApply);
+                (Event::InitApply((name, node)), facts_event)
+            }
+            Event::InitDone => (Event::InitDone, Some(Event::InitDone)),
         };
         // A view that says what the one held says is the one held: nothing is interned, and
         // the comparison that decides whether to reconcile is a pointer comparison.
-        let event = map_event(event, |m| {
-            let name = m.name_any();
-            let view = m.view_over(projection.items.get(&name));
+        let meta_event = map_event(meta_event, |(name, node)| {
+            let view = node.view_over(meta.items.get(&name));
             (name, view)
         });
-        projection.apply(event)
-    }
-
-    fn apply_facts(&self, event: Event<FactsNode>) -> bool {
-        let event = map_event(event, |n| (n.name_any(), Arc::new(NodeFacts::from(n))));
-        self.facts.write().is_ok_and(|mut p| p.apply(event))
+        let meta_changed = meta.apply(meta_event);
+        let facts_changed = facts_event.is_some_and(|e| facts.apply(e));
+        meta_changed || facts_changed
     }
 }
 
@@ -460,19 +365,16 @@ fn map_event<A, B>(event: Event<A>, f: impl Fn(A) -> B) -> Event<B> {
     }
 }
 
-async fn drive<K, S>(
-    stream: S,
+async fn drive(
+    stream: impl Stream<Item = Result<Event<WatchedNode>, watcher::Error>>,
     index: Arc<NodeIndex>,
     trigger: UnboundedSender<()>,
-    apply: fn(&NodeIndex, Event<K>) -> bool,
-) where
-    S: Stream<Item = Result<Event<K>, watcher::Error>>,
-{
+) {
     let mut stream = std::pin::pin!(stream);
     while let Some(event) = stream.next().await {
         match event {
             Ok(event) => {
-                if apply(&index, event) && trigger.unbounded_send(()).is_err() {
+                if index.apply(event) && trigger.unbounded_send(()).is_err() {
                     return;
                 }
             }
@@ -481,35 +383,22 @@ async fn drive<K, S>(
     }
 }
 
-/// Nodes per page of the selection watch's list. A page is parsed whole, managed fields and all
-/// (about 30 KiB a Node); at the 500 of kube's default a page was most of the operator's peak heap.
-const META_PAGE: u32 = 100;
+/// Nodes per page of the Node watch's list. A page is parsed whole (a real Node is tens of KiB of
+/// JSON); at the 500 of kube's default a page was most of the operator's peak heap.
+const PAGE: u32 = 100;
 
-/// Starts both Node watches; every change of the projection sends a unit on `trigger`.
-pub fn spawn_watches(
+/// Starts the Node watch; every change of the projection sends a unit on `trigger`.
+pub fn spawn_watch(
     client: Client,
     index: Arc<NodeIndex>,
     trigger: UnboundedSender<()>,
-) -> Vec<tokio::task::JoinHandle<()>> {
-    let metas = watch(
-        Api::<MetaNode>::all(node_metadata_client(client.clone())),
-        watcher::Config::default().page_size(META_PAGE),
+) -> tokio::task::JoinHandle<()> {
+    let nodes = watch(
+        Api::<WatchedNode>::all(client),
+        watcher::Config::default().page_size(PAGE),
     )
     .default_backoff();
-    let facts = watch(
-        Api::<FactsNode>::all(client),
-        watcher::Config::default().labels(labels::FACTORY),
-    )
-    .default_backoff();
-    vec![
-        tokio::spawn(drive(
-            metas,
-            index.clone(),
-            trigger.clone(),
-            NodeIndex::apply_meta,
-        )),
-        tokio::spawn(drive(facts, index, trigger, NodeIndex::apply_facts)),
-    ]
+    tokio::spawn(drive(nodes, index, trigger))
 }
 
 #[cfg(test)]
@@ -570,7 +459,7 @@ mod tests {
                 resource_version: rv.into(),
                 ready,
                 gpus: 8,
-                taints: Vec::new(),
+                taints: Taints::default(),
             })
         };
         assert!(p.apply(Event::Apply(("n".into(), facts("1", true)))));
@@ -595,11 +484,16 @@ mod tests {
         assert!(p.apply(Event::Delete(("a".into(), 0))));
     }
 
-    #[test]
-    fn the_facts_watch_reads_what_a_full_node_says_and_nothing_more() {
-        let json = serde_json::json!({
+    /// A full Node as a kubelet reports it, in pool `train` of Factory `eu` when `managed`.
+    fn reported_node(managed: bool) -> serde_json::Value {
+        let labels = if managed {
+            serde_json::json!({"a": "b", (labels::FACTORY): "eu", (labels::POOL): "train"})
+        } else {
+            serde_json::json!({"a": "b"})
+        };
+        serde_json::json!({
             "apiVersion": "v1", "kind": "Node",
-            "metadata": {"name": "gpu-1", "resourceVersion": "42", "labels": {"a": "b"},
+            "metadata": {"name": "gpu-1", "resourceVersion": "42", "labels": labels,
                 "managedFields": [{"manager": "kubelet", "operation": "Update",
                     "fieldsV1": {"f:status": {"f:images": {}}}}]},
             "spec": {"taints": [{"key": "nvidia.com/gpu", "value": "present", "effect": "NoSchedule"}]},
@@ -610,25 +504,66 @@ mod tests {
                     {"type": "Ready", "status": "True", "reason": "KubeletReady"}],
                 "images": [{"names": ["nvcr.io/nvidia/pytorch:24.05-py3"], "sizeBytes": 9_000_000_000_u64}],
                 "nodeInfo": {"kubeletVersion": "v1.33.0"}},
-        });
+        })
+    }
+
+    #[test]
+    fn one_parse_of_a_reported_node_gives_both_views_and_nothing_more() {
+        let json = reported_node(true);
         let full: Node = serde_json::from_value(json.clone()).expect("a Node");
-        let slim: FactsNode = serde_json::from_value(json).expect("a FactsNode");
+        let mut slim: WatchedNode = serde_json::from_value(json).expect("a WatchedNode");
         assert_eq!(slim.name_any(), "gpu-1");
         assert_eq!(
             slim.meta().managed_fields,
             None,
             "managed fields are skipped"
         );
-        let facts = NodeFacts::from(slim);
+        assert_eq!(slim.view(), NodeMeta::from_meta(&full.metadata));
+        let facts = slim.take_facts().expect("a managed Node has facts");
         assert_eq!(facts, NodeFacts::from_node(&full));
         assert!(facts.ready && facts.gpus == 8 && facts.taints.len() == 1);
         assert_eq!(facts.resource_version, "42");
 
+        // Not fabbrica's: selected from, never reported on.
+        let mut other: WatchedNode =
+            serde_json::from_value(reported_node(false)).expect("a WatchedNode");
+        assert_eq!(other.take_facts(), None);
+
         // A Node the kubelet has not reported on yet: no status, no taints.
-        let bare: FactsNode =
-            serde_json::from_value(serde_json::json!({"metadata": {"name": "new"}})).expect("bare");
-        let facts = NodeFacts::from(bare);
+        let mut bare: WatchedNode = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "new", "labels": {(labels::FACTORY): "eu"}},
+            "status": {"conditions": null, "allocatable": null}}))
+        .expect("bare");
+        let facts = bare.take_facts().expect("facts");
         assert!(!facts.ready && facts.gpus == 0 && facts.taints.is_empty());
+    }
+
+    #[test]
+    fn a_node_that_leaves_fabbrica_leaves_the_facts_and_a_report_triggers_nothing() {
+        let index = NodeIndex::default();
+        let parse = |v: serde_json::Value| -> WatchedNode { serde_json::from_value(v).unwrap() };
+        assert!(!index.apply(Event::Init));
+        assert!(!index.apply(Event::InitApply(parse(reported_node(true)))));
+        assert!(!index.synced());
+        assert!(index.apply(Event::InitDone));
+        assert!(index.synced());
+        let name = "gpu-1".to_owned();
+        assert_eq!(index.facts_of([&name])[&name].gpus, 8);
+        // A status report: a new resourceVersion, nothing else.
+        let mut report = reported_node(true);
+        report["metadata"]["resourceVersion"] = serde_json::json!("43");
+        assert!(!index.apply(Event::Apply(parse(report))));
+        assert_eq!(index.facts_of([&name])[&name].resource_version, "43");
+        // A lost GPU is a change.
+        let mut lost = reported_node(true);
+        lost["status"]["allocatable"][labels::GPU_RESOURCE] = serde_json::json!("7");
+        assert!(index.apply(Event::Apply(parse(lost))));
+        // Released: still selectable, no longer reported on.
+        assert!(index.apply(Event::Apply(parse(reported_node(false)))));
+        assert!(index.facts_of([&name]).is_empty());
+        assert_eq!(index.metas()[&name].labels.get(labels::FACTORY), None);
+        assert!(index.apply(Event::Delete(parse(reported_node(false)))));
+        assert!(index.is_empty());
     }
 
     #[test]
@@ -645,15 +580,9 @@ mod tests {
         assert_eq!(facts["gpu-1"].resource_version, "7");
         assert_eq!(facts["gpu-1"].taints.len(), 1);
         assert_eq!(&index.metas()["gpu-1"].labels[labels::POOL], "train");
-        let watched: FactsNode =
-            serde_json::from_value(serde_json::to_value(&node).expect("json")).expect("facts");
-        assert!(!index.apply_facts(Event::Apply(watched)));
-        let watched: MetaNode = serde_json::from_value(serde_json::json!({
-            "kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1",
-            "metadata": serde_json::to_value(&node.metadata).expect("json"),
-        }))
-        .expect("metadata");
-        assert!(!index.apply_meta(Event::Apply(watched)));
+        let watched: WatchedNode =
+            serde_json::from_value(serde_json::to_value(&node).expect("json")).expect("a Node");
+        assert!(!index.apply(Event::Apply(watched)));
 
         // Released: no longer fabbrica's, so no longer among the Nodes with facts.
         node.metadata.labels = None;

@@ -365,7 +365,7 @@ impl NodeApply {
     /// one; readiness and GPUs are status, which a write of labels and taints does not touch.
     pub fn written(&self, facts: NodeFacts, resource_version: String) -> NodeFacts {
         let taints = match &self.taints {
-            Some((_, taints)) => taints.clone(),
+            Some((_, taints)) => taints.clone().into(),
             None => facts.taints,
         };
         NodeFacts {

@@ -521,7 +521,7 @@ mod tests {
                     resource_version: "1".to_owned(),
                     ready: true,
                     gpus: 8,
-                    taints: Vec::new(),
+                    taints: Default::default(),
                 };
                 (name.clone(), Arc::new(facts))
             })

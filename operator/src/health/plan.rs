@@ -231,7 +231,7 @@ mod tests {
             resource_version: "1".into(),
             ready: true,
             gpus,
-            taints: Vec::new(),
+            taints: Default::default(),
         }
     }
 

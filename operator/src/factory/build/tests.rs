@@ -176,7 +176,7 @@ fn taints_of_others_survive_and_ours_are_replaced() {
     };
     let facts = NodeFacts {
         resource_version: "7".into(),
-        taints: vec![taint("theirs", "NoSchedule"), taint("old", "NoExecute")],
+        taints: vec![taint("theirs", "NoSchedule"), taint("old", "NoExecute")].into(),
         ..NodeFacts::default()
     };
     let NodeChange::Apply(apply) = plan_node(Some(desired), &meta, Some(&facts)) else {
@@ -214,7 +214,7 @@ fn a_node_in_sync_needs_no_write_and_an_unknown_one_is_read_first() {
     meta.owns_taint_record = true;
     meta.owns_taints = true;
     let facts = NodeFacts {
-        taints: desired.taints.to_vec(),
+        taints: desired.taints.to_vec().into(),
         ..NodeFacts::default()
     };
     assert_eq!(
@@ -240,7 +240,7 @@ fn the_facts_a_write_leaves_make_the_next_plan_a_no_op() {
         resource_version: "7".into(),
         ready: true,
         gpus: 8,
-        taints: vec![taint("theirs", "NoSchedule")],
+        taints: vec![taint("theirs", "NoSchedule")].into(),
     };
     let NodeChange::Apply(apply) = plan_node(Some(desired), &meta, Some(&facts)) else {
         panic!()
