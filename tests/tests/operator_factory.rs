@@ -354,10 +354,12 @@ async fn factory_converges_edits_refuses_invalid_specs_and_cleans_up() -> anyhow
         .data
         .clone()
         .unwrap_or_default();
-    assert!(topology["topology.conf"].contains(&format!(
-        "SwitchName=su001-lg0 Nodes={}",
-        node_name(&run, "b200", 0)
-    )));
+    // The leaf group's Nodes as a Slurm hostlist, from the first B200 on.
+    assert!(
+        topology["topology.conf"].contains(&format!("SwitchName=su001-lg0 Nodes={run}-b200-[00-")),
+        "{}",
+        topology["topology.conf"]
+    );
     let json: serde_json::Value = serde_json::from_str(&topology["topology.json"])?;
     assert_eq!(json["scalableUnits"].as_array().map(Vec::len), Some(2));
 

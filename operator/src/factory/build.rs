@@ -13,6 +13,8 @@ use kube::ResourceExt;
 use kube::api::ApiResource;
 use serde_json::{Value, json};
 
+use super::hostlist;
+
 use super::placement::{Assignment, DesiredNode, assign, fabric_tree, label_selector};
 use super::validate::ValidatedFactory;
 use crate::Settings;
@@ -183,7 +185,11 @@ pub fn build_device_plugin_config_map(factory: &ValidatedFactory, namespace: &st
     }
 }
 
-/// The fabric topology as JSON and as Slurm `topology.conf`.
+/// The fabric topology as JSON and as Slurm `topology.conf`. One ConfigMap holds at most 1 MiB,
+/// and a gigafactory has 25,000 Nodes: the JSON is compact and `topology.conf` names each leaf
+/// group's Nodes as a Slurm hostlist (`gpu-[00001-00032]`). What is left grows with the JSON's
+/// list of names: 724 KB for 25,000 Nodes named like `gb200-tray-00001` (it was 1.6 MB, which the
+/// API server refused), so names up to about 27 characters fit at that size.
 pub fn build_topology_config_map(
     factory: &ValidatedFactory,
     assignment: &Assignment,
@@ -222,7 +228,10 @@ pub fn build_topology_config_map(
     );
     for (unit, groups) in &tree {
         for (group, nodes) in groups {
-            conf.push_str(&format!("SwitchName={group} Nodes={}\n", nodes.join(",")));
+            conf.push_str(&format!(
+                "SwitchName={group} Nodes={}\n",
+                hostlist::compress(nodes.iter().copied())
+            ));
         }
         let names: Vec<&str> = groups.keys().copied().collect();
         conf.push_str(&format!("SwitchName={unit} Switches={}\n", names.join(",")));
@@ -245,7 +254,7 @@ pub fn build_topology_config_map(
         data: Some(BTreeMap::from([
             (
                 TOPOLOGY_JSON.to_owned(),
-                serde_json::to_string_pretty(&document).unwrap_or_default(),
+                serde_json::to_string(&document).unwrap_or_default(),
             ),
             (TOPOLOGY_CONF.to_owned(), conf),
         ])),

@@ -7,6 +7,7 @@
 
 pub mod apply;
 pub mod build;
+pub mod hostlist;
 pub mod placement;
 pub mod status;
 pub mod validate;

@@ -8,7 +8,7 @@ use k8s_openapi::api::core::v1::Taint;
 use super::*;
 use crate::factory::placement::assign;
 use crate::factory::validate::validate;
-use crate::interned::sym;
+use crate::interned::{Labels, sym};
 use crate::nodes::{NodeMeta, NodeMetas};
 
 fn factory() -> ValidatedFactory {
@@ -127,7 +127,7 @@ fn topology_is_json_and_slurm() {
     let cm = build_topology_config_map(&factory, &assignment, "fabbrica-system");
     let data = cm.data.unwrap();
     assert!(
-        data[TOPOLOGY_CONF].contains("SwitchName=su01-lg0 Nodes=a1,a2,b1\n"),
+        data[TOPOLOGY_CONF].contains("SwitchName=su01-lg0 Nodes=a[1-2],b1\n"),
         "{}",
         data[TOPOLOGY_CONF]
     );
@@ -140,6 +140,52 @@ fn topology_is_json_and_slurm() {
             .len(),
         8
     );
+}
+
+#[test]
+fn a_gigafactorys_topology_fits_in_one_config_map() {
+    // 25,000 compute trays in scalable units of 32, named as a site names them.
+    let nodes: NodeMetas = (0..25_000)
+        .map(|i| {
+            let su = format!("su{:03}", i / 32);
+            let labels: Labels = [("gpu", "b200"), ("topology.example.com/su", su.as_str())]
+                .into_iter()
+                .collect();
+            let meta = NodeMeta {
+                labels,
+                ..NodeMeta::default()
+            };
+            (format!("gb200-tray-{i:05}"), Arc::new(meta))
+        })
+        .collect();
+    let mut factory: Factory =
+        serde_saphyr::from_str(include_str!("../../../tests/fixtures/factory.yaml")).unwrap();
+    factory.spec.gpu_pools.truncate(2);
+    factory.spec.gpu_pools[1].expected_nodes = 25_000;
+    factory.spec.fabric.topology = serde_json::from_value(serde_json::json!({
+        "source": "nodeLabels", "scalableUnitLabel": "topology.example.com/su"}))
+    .unwrap();
+    let factory = validate(&factory).unwrap();
+    let assignment = assign(&factory, &nodes);
+    let cm = build_topology_config_map(&factory, &assignment, "fabbrica-system");
+    let data = cm.data.unwrap();
+    let json: serde_json::Value = serde_json::from_str(&data[TOPOLOGY_JSON]).unwrap();
+    let placed: usize = json["scalableUnits"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|u| u["leafGroups"].as_array().unwrap())
+        .map(|g| g["nodes"].as_array().unwrap().len())
+        .sum();
+    assert_eq!(placed, 25_000);
+    assert!(
+        data[TOPOLOGY_CONF].contains("Nodes=gb200-tray-[00000-00031]\n"),
+        "{}",
+        &data[TOPOLOGY_CONF][..400]
+    );
+    // The API server refuses a ConfigMap whose data is over 1 MiB.
+    let size: usize = data.iter().map(|(k, v)| k.len() + v.len()).sum();
+    assert!(size < 1024 * 1024, "{size} bytes");
 }
 
 #[test]
