@@ -314,7 +314,7 @@ impl NodeIndex {
 
     /// Applies one event of the Node watch to both projections; `true` when either changed in a
     /// way a reconcile sees. A Node that loses `fabbrica.io/factory` leaves the facts.
-    fn apply(&self, event: Event<WatchedNode>) -> bool {
+    pub fn apply(&self, event: Event<WatchedNode>) -> bool {
         let (Ok(mut meta), Ok(mut facts)) = (self.meta.write(), self.facts.write()) else {
             return false;
         };

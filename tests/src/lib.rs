@@ -274,6 +274,78 @@ pub fn gpu_node(
     )?)
 }
 
+/// The labels a GPU Node of a real site carries besides the GPU ones of [`gpu_node`]: the
+/// kubelet's own, the rest of NVIDIA GPU feature discovery's, the GPU Operator's deployment
+/// switches and a few of Node Feature Discovery's; 47 in all, so that the operator holds as many
+/// labels per Node as it would at a site. One value (the hostname) is unique to each Node.
+pub fn site_labels(name: &str, i: usize) -> std::collections::BTreeMap<String, String> {
+    let mut labels: std::collections::BTreeMap<String, String> = [
+        ("beta.kubernetes.io/arch", "amd64"),
+        ("beta.kubernetes.io/os", "linux"),
+        ("kubernetes.io/arch", "amd64"),
+        ("kubernetes.io/os", "linux"),
+        ("node-role.kubernetes.io/worker", ""),
+        ("nvidia.com/cuda.driver-version.full", "580.95.05"),
+        ("nvidia.com/cuda.driver-version.major", "580"),
+        ("nvidia.com/cuda.driver-version.minor", "95"),
+        ("nvidia.com/cuda.driver-version.revision", "05"),
+        ("nvidia.com/cuda.driver.major", "580"),
+        ("nvidia.com/cuda.driver.minor", "95"),
+        ("nvidia.com/cuda.driver.rev", "05"),
+        ("nvidia.com/cuda.runtime-version.full", "13.0"),
+        ("nvidia.com/cuda.runtime-version.major", "13"),
+        ("nvidia.com/cuda.runtime-version.minor", "0"),
+        ("nvidia.com/cuda.runtime.major", "13"),
+        ("nvidia.com/cuda.runtime.minor", "0"),
+        ("nvidia.com/gfd.timestamp", "1764763200"),
+        ("nvidia.com/gpu.compute.major", "10"),
+        ("nvidia.com/gpu.compute.minor", "0"),
+        ("nvidia.com/gpu.family", "blackwell"),
+        ("nvidia.com/gpu.machine", "DGX-B200"),
+        ("nvidia.com/gpu.mode", "compute"),
+        ("nvidia.com/gpu.replicas", "1"),
+        ("nvidia.com/gpu.sharing-strategy", "none"),
+        ("nvidia.com/mig.capable", "true"),
+        ("nvidia.com/mig.strategy", "mixed"),
+        ("nvidia.com/mps.capable", "false"),
+        ("nvidia.com/vgpu.present", "false"),
+        ("nvidia.com/gpu.deploy.container-toolkit", "true"),
+        ("nvidia.com/gpu.deploy.dcgm", "true"),
+        ("nvidia.com/gpu.deploy.dcgm-exporter", "true"),
+        ("nvidia.com/gpu.deploy.device-plugin", "true"),
+        ("nvidia.com/gpu.deploy.driver", "pre-installed"),
+        ("nvidia.com/gpu.deploy.gpu-feature-discovery", "true"),
+        ("nvidia.com/gpu.deploy.mig-manager", "true"),
+        ("nvidia.com/gpu.deploy.node-status-exporter", "true"),
+        ("nvidia.com/gpu.deploy.operator-validator", "true"),
+        ("feature.node.kubernetes.io/cpu-cpuid.AVX512F", "true"),
+        (
+            "feature.node.kubernetes.io/cpu-hardware_multithreading",
+            "true",
+        ),
+        (
+            "feature.node.kubernetes.io/kernel-version.full",
+            "6.8.0-60-generic",
+        ),
+        ("feature.node.kubernetes.io/pci-10de.present", "true"),
+        ("feature.node.kubernetes.io/pci-15b3.present", "true"),
+        ("feature.node.kubernetes.io/system-os_release.ID", "ubuntu"),
+        (
+            "feature.node.kubernetes.io/system-os_release.VERSION_ID",
+            "24.04",
+        ),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    .collect();
+    labels.insert("kubernetes.io/hostname".to_owned(), name.to_owned());
+    labels.insert(
+        "topology.kubernetes.io/zone".to_owned(),
+        format!("hall-{}", i / 4096),
+    );
+    labels
+}
+
 /// Registers a [`gpu_node`] with its system's GPUs allocatable, managed by kwok.
 pub async fn register_gpu_node(
     api: &kube::Api<k8s_openapi::api::core::v1::Node>,
