@@ -20,7 +20,6 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use std::collections::BTreeMap;
 
 use fabbrica_crds::v1alpha1::{Factory, FactoryStatus, GpuSystem};
 use fabbrica_tests::{
