@@ -69,21 +69,29 @@ impl NodeMeta {
                 .map(|record| sym(record)),
             ..NodeMeta::default()
         };
-        let ours = meta.managed_fields.iter().flatten().filter(|m| {
-            m.manager.as_deref() == Some(FIELD_MANAGER) && m.operation.as_deref() == Some("Apply")
-        });
+        node.own(
+            meta.managed_fields
+                .iter()
+                .flatten()
+                .filter(|m| {
+                    m.manager.as_deref() == Some(FIELD_MANAGER)
+                        && m.operation.as_deref() == Some("Apply")
+                })
+                .filter_map(|entry| entry.fields_v1.as_ref().map(|f| &f.0)),
+        );
+        node
+    }
+
+    /// Records what fabbrica's own server-side-apply entries (their `fieldsV1`) own of the Node.
+    pub(crate) fn own<'a>(&mut self, ours: impl IntoIterator<Item = &'a serde_json::Value>) {
         let mut owned_labels: Vec<String> = Vec::new();
-        for entry in ours {
-            let Some(fields) = entry.fields_v1.as_ref().map(|f| &f.0) else {
-                continue;
-            };
+        for fields in ours {
             let ownership = Ownership::of(fields);
             owned_labels.extend(ownership.labels);
-            node.owns_taint_record |= ownership.taint_record;
-            node.owns_taints |= ownership.taints;
+            self.owns_taint_record |= ownership.taint_record;
+            self.owns_taints |= ownership.taints;
         }
-        node.owned_labels = owned_labels.iter().map(String::as_str).collect();
-        node
+        self.owned_labels = owned_labels.iter().map(String::as_str).collect();
     }
 }
 

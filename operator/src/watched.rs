@@ -28,8 +28,8 @@ use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::Value;
 
 use crate::FIELD_MANAGER;
-use crate::interned::{Keys, sym};
-use crate::nodes::{NodeFacts, NodeMeta, Ownership, TAINTS_ANNOTATION};
+use crate::interned::sym;
+use crate::nodes::{NodeFacts, NodeMeta, TAINTS_ANNOTATION};
 
 /// A Node as the operator's Node watch reads it: its name and resourceVersion (for the watch
 /// itself), what its selection view is made of and, for a Node labelled `fabbrica.io/factory`,
@@ -323,14 +323,7 @@ impl<'de> Fold<'de> for SlimMeta {
             }
             "managedFields" => {
                 let ours = map.next_value::<OurManagedFields>()?.0;
-                let mut owned_labels = Vec::new();
-                for fields in &ours {
-                    let ownership = Ownership::of(fields);
-                    owned_labels.extend(ownership.labels);
-                    self.rest.owns_taint_record |= ownership.taint_record;
-                    self.rest.owns_taints |= ownership.taints;
-                }
-                self.rest.owned_labels = owned_labels.iter().map(String::as_str).collect::<Keys>();
+                self.rest.own(&ours);
             }
             _ => {
                 map.next_value::<IgnoredAny>()?;
