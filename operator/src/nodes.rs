@@ -6,12 +6,15 @@
 //! - **Selection**: each Node's labels, fabbrica's own annotation and which fields fabbrica's field
 //!   manager owns (read from that manager's managedFields entry; every other entry is skipped).
 //!   Pools select Nodes from this, on any Node of the cluster, at a few hundred bytes a Node.
-//! - **Facts**: for the Nodes that carry `fabbrica.io/factory` only, readiness, allocatable GPUs,
-//!   taints and resourceVersion. Status needs the first two and safe taint updates need the last
-//!   two.
+//! - **Facts**: each Node's readiness, allocatable GPUs, taints and resourceVersion. Status needs
+//!   the first two and safe taint updates need the last two. They are kept for every Node, so a
+//!   pool that takes Nodes writes them at once, with the resourceVersion the watch saw last,
+//!   instead of listing them first (a list of many pages is one snapshot: by its last page a
+//!   heartbeat has changed most Nodes, and each write from it would meet a conflict).
 //!
-//! Every change of the projection (not every event: a kubelet heartbeat that changes nothing fabbrica
-//! reads is ignored) sends a trigger that reconciles the Factories.
+//! Every change of the selection, and every change of a managed Node's facts (not every event: a
+//! kubelet heartbeat that changes nothing fabbrica reads is ignored), sends a trigger that
+//! reconciles the Factories.
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
@@ -136,7 +139,7 @@ impl Ownership {
     }
 }
 
-/// What status and taint updates need of a managed Node.
+/// What status and taint updates need of a Node.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct NodeFacts {
     /// The resourceVersion these facts were read at; taint updates use it as a precondition.
@@ -273,7 +276,7 @@ impl NodeIndex {
             .unwrap_or_default()
     }
 
-    /// The facts of the given Nodes (those fabbrica manages), shared with the projection.
+    /// The facts of the given Nodes, shared with the projection.
     pub fn facts_of<'a>(&self, names: impl IntoIterator<Item = &'a String>) -> Facts {
         let Ok(facts) = self.facts.read() else {
             return HashMap::new();
@@ -301,55 +304,48 @@ impl NodeIndex {
     /// resourceVersion), or `None` when they are not known: the facts watch brings them then.
     pub fn record_write(&self, written: &ObjectMeta, facts: Option<NodeFacts>) {
         let name = written.name.clone().unwrap_or_default();
-        let labelled = written
-            .labels
-            .as_ref()
-            .is_some_and(|l| l.contains_key(labels::FACTORY));
         if let Ok(mut meta) = self.meta.write() {
             meta.apply(Event::Apply((
                 name.clone(),
                 Arc::new(NodeMeta::from_meta(written)),
             )));
         }
-        if let Ok(mut projection) = self.facts.write() {
-            if !labelled {
-                projection.items.remove(&name);
-            } else if let Some(facts) = facts {
-                projection.apply(Event::Apply((name, Arc::new(facts))));
-            }
+        if let (Some(facts), Ok(mut projection)) = (facts, self.facts.write()) {
+            projection.apply(Event::Apply((name, Arc::new(facts))));
         }
     }
 
     /// Applies one event of the Node watch to both projections; `true` when either changed in a
-    /// way a reconcile sees. A Node that loses `fabbrica.io/factory` leaves the facts.
+    /// way a reconcile sees. The facts of a Node no Factory manages are kept (a pool that takes
+    /// it writes its taints from them) but their changes trigger nothing.
     pub fn apply(&self, event: Event<WatchedNode>) -> bool {
         let (Ok(mut meta), Ok(mut facts)) = (self.meta.write(), self.facts.write()) else {
             return false;
         };
-        let facts_event = |name: &str, node: &mut WatchedNode| {
-            node.take_facts().map(|f| (name.to_owned(), Arc::new(f)))
+        // A relist that found changed facts may have missed any event: reconcile.
+        let mut managed = matches!(event, Event::InitDone);
+        let mut facts_of = |name: &str, node: &mut WatchedNode| {
+            managed |= node.managed();
+            (name.to_owned(), Arc::new(node.take_facts()))
         };
         let (meta_event, facts_event) = match event {
             Event::Apply(mut node) => {
                 let name = node.name_any();
-                let facts_event = match facts_event(&name, &mut node) {
-                    Some(f) => Some(Event::Apply(f)),
-                    None => Some(Event::Delete((name.clone(), Arc::default()))),
-                };
+                let facts_event = Event::Apply(facts_of(&name, &mut node));
                 (Event::Apply((name, node)), facts_event)
             }
             Event::Delete(node) => {
                 let name = node.name_any();
                 let gone = Event::Delete((name.clone(), Arc::default()));
-                (Event::Delete((name, node)), Some(gone))
+                (Event::Delete((name, node)), gone)
             }
-            Event::Init => (Event::Init, Some(Event::Init)),
+            Event::Init => (Event::Init, Event::Init),
             Event::InitApply(mut node) => {
                 let name = node.name_any();
-                let facts_event = facts_event(&name, &mut node).map(Event::InitApply);
+                let facts_event = Event::InitApply(facts_of(&name, &mut node));
                 (Event::InitApply((name, node)), facts_event)
             }
-            Event::InitDone => (Event::InitDone, Some(Event::InitDone)),
+            Event::InitDone => (Event::InitDone, Event::InitDone),
         };
         // A view that says what the one held says is the one held: nothing is interned, and
         // the comparison that decides whether to reconcile is a pointer comparison.
@@ -358,8 +354,16 @@ impl NodeIndex {
             (name, view)
         });
         let meta_changed = meta.apply(meta_event);
-        let facts_changed = facts_event.is_some_and(|e| facts.apply(e));
-        meta_changed || facts_changed
+        let facts_changed = facts.apply(facts_event);
+        meta_changed || (facts_changed && managed)
+    }
+
+    /// A Node's selection view and facts as the watch and the operator's own writes left them,
+    /// for a write planned just before it is sent.
+    pub fn node(&self, name: &str) -> Option<(Arc<NodeMeta>, Option<Arc<NodeFacts>>)> {
+        let meta = self.meta.read().ok()?.items.get(name).cloned()?;
+        let facts = self.facts.read().ok()?.items.get(name).cloned();
+        Some((meta, facts))
     }
 }
 
@@ -527,27 +531,30 @@ mod tests {
             "managed fields are skipped"
         );
         assert_eq!(slim.view(), NodeMeta::from_meta(&full.metadata));
-        let facts = slim.take_facts().expect("a managed Node has facts");
+        let facts = slim.take_facts();
         assert_eq!(facts, NodeFacts::from_node(&full));
         assert!(facts.ready && facts.gpus == 8 && facts.taints.len() == 1);
         assert_eq!(facts.resource_version, "42");
 
-        // Not fabbrica's: selected from, never reported on.
+        assert!(slim.managed());
+
+        // Not fabbrica's yet: its facts are read all the same, for the pool that takes it.
         let mut other: WatchedNode =
             serde_json::from_value(reported_node(false)).expect("a WatchedNode");
-        assert_eq!(other.take_facts(), None);
+        assert!(!other.managed());
+        assert_eq!(other.take_facts(), facts);
 
         // A Node the kubelet has not reported on yet: no status, no taints.
         let mut bare: WatchedNode = serde_json::from_value(serde_json::json!({
             "metadata": {"name": "new", "labels": {(labels::FACTORY): "eu"}},
             "status": {"conditions": null, "allocatable": null}}))
         .expect("bare");
-        let facts = bare.take_facts().expect("facts");
+        let facts = bare.take_facts();
         assert!(!facts.ready && facts.gpus == 0 && facts.taints.is_empty());
     }
 
     #[test]
-    fn a_node_that_leaves_fabbrica_leaves_the_facts_and_a_report_triggers_nothing() {
+    fn only_a_managed_nodes_facts_trigger_and_a_report_triggers_nothing() {
         let index = NodeIndex::default();
         let parse = |v: serde_json::Value| -> WatchedNode { serde_json::from_value(v).unwrap() };
         assert!(!index.apply(Event::Init));
@@ -566,11 +573,21 @@ mod tests {
         let mut lost = reported_node(true);
         lost["status"]["allocatable"][labels::GPU_RESOURCE] = serde_json::json!("7");
         assert!(index.apply(Event::Apply(parse(lost))));
-        // Released: still selectable, no longer reported on.
+        // Released: still selectable, its facts kept and up to date, their changes no trigger.
         assert!(index.apply(Event::Apply(parse(reported_node(false)))));
-        assert!(index.facts_of([&name]).is_empty());
         assert_eq!(index.metas()[&name].labels.get(labels::FACTORY), None);
+        assert_eq!(index.facts_of([&name])[&name].gpus, 8);
+        let mut lost = reported_node(false);
+        lost["status"]["allocatable"][labels::GPU_RESOURCE] = serde_json::json!("7");
+        assert!(!index.apply(Event::Apply(parse(lost.clone()))));
+        assert_eq!(index.facts_of([&name])[&name].gpus, 7);
+        // A relist that finds changed facts reconciles: it may have missed any event.
+        assert!(!index.apply(Event::Init));
+        assert!(!index.apply(Event::InitApply(parse(reported_node(false)))));
+        assert!(index.apply(Event::InitDone));
+        assert_eq!(index.facts_of([&name])[&name].gpus, 8);
         assert!(index.apply(Event::Delete(parse(reported_node(false)))));
+        assert!(index.facts_of([&name]).is_empty());
         assert!(index.is_empty());
     }
 
@@ -592,9 +609,13 @@ mod tests {
             serde_json::from_value(serde_json::to_value(&node).expect("json")).expect("a Node");
         assert!(!index.apply(Event::Apply(watched)));
 
-        // Released: no longer fabbrica's, so no longer among the Nodes with facts.
+        // Released: its facts stay until the watch brings new ones.
         node.metadata.labels = None;
         index.record_write(&node.metadata, None);
-        assert!(index.facts_of([&"gpu-1".to_owned()]).is_empty());
+        assert_eq!(index.metas()["gpu-1"].labels.get(labels::FACTORY), None);
+        assert_eq!(
+            index.facts_of([&"gpu-1".to_owned()])["gpu-1"].resource_version,
+            "7"
+        );
     }
 }

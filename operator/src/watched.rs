@@ -8,8 +8,8 @@
 //!
 //! [`WatchedNode`] is parsed into what the operator's two views of a Node need instead, in one
 //! pass: for selection the labels as one string, the one annotation fabbrica reads and only
-//! fabbrica's own managed-fields entry; for the facts of a Node fabbrica manages whether it is
-//! Ready, its allocatable GPUs and its taints. Everything else is skipped without being built.
+//! fabbrica's own managed-fields entry; for its facts whether it is Ready, its allocatable GPUs,
+//! its taints and resourceVersion. Everything else is skipped without being built.
 //! The labels are interned only when they differ from the view already held
 //! ([`WatchedNode::view_over`]): a status report changes no label, so it costs a few allocations,
 //! not a hundred lookups in the interner.
@@ -32,16 +32,15 @@ use crate::interned::sym;
 use crate::nodes::{NodeFacts, NodeMeta, TAINTS_ANNOTATION};
 
 /// A Node as the operator's Node watch reads it: its name and resourceVersion (for the watch
-/// itself), what its selection view is made of and, for a Node labelled `fabbrica.io/factory`,
-/// its facts.
+/// itself), what its selection view is made of, and its facts.
 #[derive(Clone, Debug)]
 pub struct WatchedNode {
     metadata: ObjectMeta,
     labels: RawLabels,
     /// The selection view but its labels.
     rest: NodeMeta,
-    /// What status and taint writes need of it, if fabbrica manages it.
-    facts: Option<NodeFacts>,
+    /// What status and taint writes need of it.
+    facts: NodeFacts,
 }
 
 impl WatchedNode {
@@ -62,10 +61,14 @@ impl WatchedNode {
         }
     }
 
-    /// The Node's facts, if it carries `fabbrica.io/factory`: only those Nodes are fabbrica's
-    /// to write and report on.
-    pub fn take_facts(&mut self) -> Option<NodeFacts> {
-        self.facts.take()
+    /// Whether the Node carries `fabbrica.io/factory`: a Factory manages it.
+    pub fn managed(&self) -> bool {
+        self.labels.contains_key(labels::FACTORY)
+    }
+
+    /// The Node's facts, taken out (the next call gets empty ones).
+    pub fn take_facts(&mut self) -> NodeFacts {
+        std::mem::take(&mut self.facts)
     }
 
     fn same_as(&self, view: &NodeMeta) -> bool {
@@ -162,15 +165,12 @@ impl<'de> Deserialize<'de> for WatchedNode {
             spec,
             status,
         } = Object::deserialize(deserializer)?;
-        let facts = metadata
-            .labels
-            .contains_key(labels::FACTORY)
-            .then(|| NodeFacts {
-                resource_version: metadata.resource_version.clone().unwrap_or_default(),
-                ready: status.as_ref().is_some_and(|s| s.conditions.0),
-                gpus: status.as_ref().map_or(0, |s| s.allocatable.0),
-                taints: spec.and_then(|s| s.taints).unwrap_or_default().into(),
-            });
+        let facts = NodeFacts {
+            resource_version: metadata.resource_version.clone().unwrap_or_default(),
+            ready: status.as_ref().is_some_and(|s| s.conditions.0),
+            gpus: status.as_ref().map_or(0, |s| s.allocatable.0),
+            taints: spec.and_then(|s| s.taints).unwrap_or_default().into(),
+        };
         Ok(WatchedNode {
             metadata: ObjectMeta {
                 name: metadata.name,

@@ -3,16 +3,16 @@
 //! the `api_writes` metric. Each part is written even when another fails: the [`Outcome`] says
 //! which failed, for the status and the retry.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use fabbrica_crds::labels;
-use futures::{SinkExt, StreamExt};
+use futures::StreamExt;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Node};
 use k8s_openapi::api::storage::v1::StorageClass;
-use kube::api::{ApiResource, DynamicObject, ListParams, Patch};
+use kube::api::{ApiResource, DynamicObject, Patch};
 use kube::discovery::{self, Scope};
-use kube::{Api, Client, ResourceExt};
+use kube::{Api, Client};
 
 use super::Context;
 use super::build::{Desired, NodeApply, NodeChange, build_namespace, plan_node};
@@ -204,20 +204,41 @@ pub async fn apply_children(ctx: &Context, desired: &Desired) -> Outcome {
     outcome
 }
 
-/// Attempts at one Node write. A taint write carries the resourceVersion its plan was read at,
-/// and a kubelet's status report changes that version on every Node every few minutes; at a
-/// gigafactory a pass of writes lasts minutes, so some Nodes change under it. Such a Node is read
-/// again and planned anew at once, instead of in a later reconcile of every Node.
+/// Attempts at one Node write. A taint write carries the resourceVersion the watch saw last, and
+/// a kubelet's status report changes it on every Node every few minutes; a Node that changed
+/// under its write is read again and planned anew at once, instead of in a later reconcile of
+/// every Node.
 const NODE_ATTEMPTS: u32 = 3;
 
-/// Sends one Node write (read again and planned anew on a conflict, [`NODE_ATTEMPTS`] times at
-/// most) and records what it left; how many conflicts it met on the way.
+/// Plans the Node `name` from what is known of it now (read with a GET when the watch has not
+/// brought its facts yet), sends the write it needs, if any (read again and planned anew on a
+/// conflict, [`NODE_ATTEMPTS`] times at most) and records what it left; how many conflicts it
+/// met on the way.
 async fn write_node(
     ctx: &Context,
     api: &Api<Node>,
-    mut write: PlannedWrite,
+    name: &str,
     desired: Option<&DesiredNode>,
 ) -> Result<u32> {
+    let planned_now = match ctx.nodes.node(name) {
+        None => return Ok(0),
+        Some((meta, facts)) => match plan_node(desired, &meta, facts.as_deref()) {
+            NodeChange::None => return Ok(0),
+            NodeChange::NeedsFacts => None,
+            NodeChange::Apply(change) => Some(PlannedWrite {
+                name: name.to_owned(),
+                change,
+                facts,
+            }),
+        },
+    };
+    let mut write = match planned_now {
+        Some(write) => write,
+        None => match read_again(api, name.to_owned(), desired).await? {
+            Some(write) => write,
+            None => return Ok(0),
+        },
+    };
     let mut conflicts = 0;
     loop {
         match send_node(ctx, api, &write, desired).await {
@@ -233,8 +254,8 @@ async fn write_node(
     }
 }
 
-/// Reads a Node whose write met a conflict and plans it again: `None` when it needs nothing any
-/// more (or is gone).
+/// Reads a Node (whose write met a conflict, or whose facts are not known yet) and plans it:
+/// `None` when it needs nothing (or is gone).
 async fn read_again(
     api: &Api<Node>,
     name: String,
@@ -325,171 +346,41 @@ struct PlannedWrite {
     facts: Option<Arc<NodeFacts>>,
 }
 
-/// Pages of Nodes read at once when many Nodes outside the facts watch need their taints. A page
-/// is parsed whole (a Node with fifty labels and its managed fields is some 150 allocations), so
-/// it is kept small: 500 made a page the largest thing on the operator's heap.
-const LIST_PAGE: u32 = 100;
-
-/// A page of Nodes outside the facts watch (fabbrica does not manage them yet), projected to what
-/// planning needs; the full objects are dropped with the page.
-type FactsPage = Vec<(String, NodeMeta, NodeFacts)>;
-
-/// Reads the `wanted` Nodes with one paged list per pool selector instead of a GET per Node
-/// (labelling a new pool costs a request per 100 Nodes, not one per Node) and sends each page's
-/// wanted Nodes on `pages` as soon as it arrives, so writes start before the last page is read.
-async fn read_facts(
-    ctx: &Context,
-    selectors: &[String],
-    wanted: &BTreeSet<&String>,
-    mut pages: futures::channel::mpsc::Sender<Result<FactsPage>>,
-) {
-    let api = Api::<Node>::all(ctx.kit.client.clone());
-    for selector in selectors {
-        let mut params = ListParams::default().labels(selector).limit(LIST_PAGE);
-        loop {
-            let page = match api.list(&params).await {
-                Ok(page) => page,
-                Err(err) => {
-                    let what = format!("Nodes matching {selector}");
-                    let _ = pages.send(Err(Error::request("listing", what, err))).await;
-                    return;
-                }
-            };
-            let seen: FactsPage = page
-                .items
-                .iter()
-                .filter_map(|node| {
-                    let name = node.name_any();
-                    wanted.contains(&name).then(|| {
-                        let meta = NodeMeta::from_meta(&node.metadata);
-                        (name, meta, NodeFacts::from_node(node))
-                    })
-                })
-                .collect();
-            if pages.send(Ok(seen)).await.is_err() {
-                return;
-            }
-            match page.metadata.continue_.filter(|token| !token.is_empty()) {
-                Some(token) => params = params.continue_token(&token),
-                None => break,
-            }
-        }
-    }
-}
-
-/// Below one Node to read in this many Nodes of the cluster (or a single one), the Nodes are read
-/// one by one: a Node that just gained a pool's label costs one GET, not a list of every Node of
-/// its pool (a pool of 12,500 Nodes is 125 pages of full Nodes).
-const GET_RATIO: usize = 20;
-
-/// Reads the `wanted` Nodes one GET each, [`Settings::node_concurrency`] at once, and sends them
-/// on `pages` as they arrive. A Node that is gone is left out: its watch event reconciles again.
-async fn read_each(
-    ctx: &Context,
-    wanted: &BTreeSet<&String>,
-    mut pages: futures::channel::mpsc::Sender<Result<FactsPage>>,
-) {
-    let api = Api::<Node>::all(ctx.kit.client.clone());
-    let names: Vec<String> = wanted.iter().map(|name| (*name).clone()).collect();
-    let mut reads = futures::stream::iter(names.into_iter().map(|name| {
-        let api = api.clone();
-        async move {
-            let node = read_node(&api, &name).await?;
-            Ok(node.map(|(meta, facts)| (name, meta, facts)))
-        }
-    }))
-    .buffer_unordered(ctx.settings.node_concurrency);
-    while let Some(read) = reads.next().await {
-        let page = read.map(|node: Option<_>| node.into_iter().collect());
-        if pages.send(page).await.is_err() {
-            return;
-        }
-    }
-}
-
-/// Labels and taints the Factory's Nodes and releases those it no longer claims. `selectors`
-/// (the pools' node selectors) find the Nodes to read when some lack facts; their writes start
-/// with the first page read.
-pub async fn apply_nodes(
-    ctx: &Context,
-    assignment: &Assignment,
-    metas: &NodeMetas,
-    selectors: &[String],
-) -> Result<()> {
+/// Labels and taints the Factory's Nodes and releases those it no longer claims. Which Nodes need
+/// a write is decided from `metas` and the facts at the start; each write is planned again just
+/// before it is sent, from what the watch (and the operator's own writes) brought since, so a
+/// pass of minutes writes with resourceVersions seconds old, not minutes.
+pub async fn apply_nodes(ctx: &Context, assignment: &Assignment, metas: &NodeMetas) -> Result<()> {
     let targets: Vec<&String> = assignment
         .desired
         .keys()
         .chain(&assignment.release)
         .collect();
     let facts = ctx.nodes.facts_of(targets.iter().copied());
-    let mut known = Vec::new();
-    let mut unknown = BTreeSet::new();
-    for name in targets {
-        let Some(meta) = metas.get(name) else {
-            continue;
-        };
-        match plan_node(
-            assignment.desired.get(name),
-            meta,
-            facts.get(name).map(AsRef::as_ref),
-        ) {
-            NodeChange::None => {}
-            NodeChange::NeedsFacts => {
-                unknown.insert(name);
-            }
-            NodeChange::Apply(change) => {
-                known.push(PlannedWrite {
-                    name: name.clone(),
-                    change,
-                    facts: facts.get(name).cloned(),
-                });
-            }
-        }
-    }
-    if known.is_empty() && unknown.is_empty() {
+    let due: Vec<String> = targets
+        .into_iter()
+        .filter(|name| {
+            metas.get(*name).is_some_and(|meta| {
+                let desired = assignment.desired.get(*name);
+                let known = facts.get(*name).map(AsRef::as_ref);
+                plan_node(desired, meta, known) != NodeChange::None
+            })
+        })
+        .cloned()
+        .collect();
+    drop(facts);
+    if due.is_empty() {
         return Ok(());
     }
-    tracing::info!(
-        nodes = known.len() + unknown.len(),
-        to_read = unknown.len(),
-        "updating node labels and taints"
-    );
+    tracing::info!(nodes = due.len(), "updating node labels and taints");
     let started = std::time::Instant::now();
-    let (sender, pages) = futures::channel::mpsc::channel(1);
-    // The sender is dropped when reading ends, which ends the stream of writes.
-    let reading = async move {
-        if unknown.is_empty() {
-            drop(sender);
-        } else if unknown.len() == 1 || unknown.len() * GET_RATIO <= metas.len() {
-            read_each(ctx, &unknown, sender).await;
-        } else {
-            read_facts(ctx, selectors, &unknown, sender).await;
-        }
-    };
-    // A Node the lists missed appeared since; its watch event reconciles again.
-    let read = pages
-        .map(|page: Result<FactsPage>| {
-            let page = page.map(|page| {
-                page.into_iter().filter_map(|(name, meta, facts)| {
-                    let desired = assignment.desired.get(&name);
-                    planned(name, desired, &meta, facts).map(Ok)
-                })
-            });
-            match page {
-                Ok(writes) => futures::stream::iter(writes).left_stream(),
-                Err(err) => futures::stream::once(async { Err(err) }).right_stream(),
-            }
-        })
-        .flatten();
     let api = Api::<Node>::all(ctx.kit.client.clone());
-    let writing = futures::stream::iter(known.into_iter().map(Ok))
-        .chain(read)
-        .map(|write| {
+    let (written, conflicts, failure) = futures::stream::iter(due)
+        .map(|name| {
             let api = api.clone();
             async move {
-                let write = write?;
-                let desired = assignment.desired.get(&write.name);
-                write_node(ctx, &api, write, desired).await
+                let desired = assignment.desired.get(&name);
+                write_node(ctx, &api, &name, desired).await
             }
         })
         .buffer_unordered(ctx.settings.node_concurrency)
@@ -502,8 +393,8 @@ pub async fn apply_nodes(
                     Err(err) => (written, conflicts, first.or(Some(err))),
                 }
             },
-        );
-    let ((), (written, conflicts, failure)) = futures::join!(reading, writing);
+        )
+        .await;
     tracing::info!(
         nodes = written,
         conflicts,

@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 
 use super::hostlist;
 
-use super::placement::{Assignment, DesiredNode, assign, fabric_tree, label_selector};
+use super::placement::{Assignment, DesiredNode, assign, fabric_tree};
 use super::validate::ValidatedFactory;
 use crate::Settings;
 use crate::interned::{Labels, Sym, sym};
@@ -44,8 +44,6 @@ pub struct Desired {
     pub device_plugin_config_map: String,
     /// The Nodes matched to pools, placed, and their labels and taints.
     pub assignment: Assignment,
-    /// The pools' node selectors, to read the Nodes whose taints are not known yet.
-    pub selectors: Vec<String>,
 }
 
 /// Builds every child of a valid Factory and the state of its Nodes from the Node projection
@@ -86,7 +84,6 @@ pub fn build(
             build_network_attachments(factory, &settings.namespace),
         )
     });
-    let selectors = factory.spec.gpu_pools.iter().map(label_selector).collect();
     Desired {
         factory: factory.name.clone(),
         storage_classes,
@@ -95,7 +92,6 @@ pub fn build(
         topology_config_map,
         device_plugin_config_map,
         assignment,
-        selectors,
     }
 }
 

@@ -179,7 +179,7 @@ async fn apply(factory: &Factory, ctx: &Context) -> Result<Action> {
     let mut outcome = apply::apply_children(ctx, &desired).await;
     let released = crate::health::release(ctx, &desired.assignment.release, &metas).await;
     outcome.nodes = match released {
-        Ok(()) => apply::apply_nodes(ctx, &desired.assignment, &metas, &desired.selectors)
+        Ok(()) => apply::apply_nodes(ctx, &desired.assignment, &metas)
             .await
             .err(),
         Err(err) => Some(err),
@@ -263,7 +263,7 @@ async fn cleanup(factory: &Factory, ctx: &Context) -> Result<Action> {
         release,
         ..placement::Assignment::default()
     };
-    apply::apply_nodes(ctx, &assignment, &metas, &[]).await?;
+    apply::apply_nodes(ctx, &assignment, &metas).await?;
     if count > 0 {
         let note = format!("removed fabbrica labels and taints from {count} Nodes");
         ctx.kit

@@ -213,8 +213,7 @@ pub async fn reconcile(
 }
 
 /// Removes the health labels and taints from `nodes`, which leave the Factory (their pool no
-/// longer selects them, or the Factory is deleted). Run before their Factory label goes, while
-/// their facts are still watched.
+/// longer selects them, or the Factory is deleted). Run before their Factory label goes.
 pub async fn release(ctx: &Context, nodes: &[String], metas: &NodeMetas) -> Result<()> {
     let facts = ctx.nodes.facts_of(nodes);
     let clear = Verdict {
