@@ -13,7 +13,7 @@ pub mod status;
 pub mod validate;
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use fabbrica_crds::labels;
 use fabbrica_crds::v1alpha1::{Factory, FactoryStatus};
@@ -26,7 +26,7 @@ use kube::runtime::events::EventType;
 use kube::runtime::finalizer;
 use kube::runtime::watcher;
 use kube::{Api, Client, Resource, ResourceExt};
-use tracing::{instrument, warn};
+use tracing::{info, instrument, warn};
 
 use crate::clock::Clock;
 use crate::conditions::{events, types};
@@ -172,21 +172,27 @@ async fn apply(factory: &Factory, ctx: &Context) -> Result<Action> {
         }
     };
     // discover, then build every desired child and Node
+    let started = Instant::now();
     let multus = apply::discover_multus(&ctx.kit.client).await;
     let metas = ctx.nodes.metas();
     let desired = build::build(&validated, &metas, &ctx.settings, multus.as_ref());
-    // apply: every part, whatever becomes of the others
-    let mut outcome = apply::apply_children(ctx, &desired).await;
-    let released = crate::health::release(ctx, &desired.assignment.release, &metas).await;
-    outcome.nodes = match released {
-        Ok(()) => apply::apply_nodes(ctx, &desired.assignment, &metas)
-            .await
-            .err(),
-        Err(err) => Some(err),
+    let built = started.elapsed();
+    // apply: every part, whatever becomes of the others; the children and the Nodes at once
+    let nodes = async {
+        match crate::health::release(ctx, &desired.assignment.release, &metas).await {
+            Ok(()) => apply::apply_nodes(ctx, &desired.assignment, &metas)
+                .await
+                .err(),
+            Err(err) => Some(err),
+        }
     };
+    let (mut outcome, nodes) = futures::join!(apply::apply_children(ctx, &desired), nodes);
+    outcome.nodes = nodes;
+    let applied = started.elapsed();
     // health: validation Jobs and quarantine; the discovered placement against the declared one
     let (health, health_failure) =
         crate::health::reconcile(ctx, &validated, &desired.assignment, &metas).await;
+    let checked = started.elapsed();
     let drift =
         crate::health::drift::check(&validated.spec.fabric.topology, &desired.assignment, &metas);
     // status
@@ -208,7 +214,17 @@ async fn apply(factory: &Factory, ctx: &Context) -> Result<Action> {
         previous,
         &now,
     );
-    if write_status(ctx, factory, &status).await? {
+    let wrote_status = write_status(ctx, factory, &status).await?;
+    info!(
+        nodes = metas.len(),
+        members = desired.assignment.desired.len(),
+        build_ms = built.as_millis(),
+        apply_ms = (applied - built).as_millis(),
+        health_ms = (checked - applied).as_millis(),
+        status_ms = (started.elapsed() - checked).as_millis(),
+        "factory reconciled"
+    );
+    if wrote_status {
         let was_ready = ready_of(previous);
         let is_ready = ready_of(Some(&status));
         if was_ready != is_ready {
