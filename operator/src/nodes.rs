@@ -45,8 +45,9 @@ pub type NodeMetas = HashMap<String, Arc<NodeMeta>>;
 pub type Facts = HashMap<String, Arc<NodeFacts>>;
 
 /// A Node as pool selection sees it. Its strings are interned: a gigafactory's Nodes share
-/// nearly all their label keys and values.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+/// nearly all their label keys and values. Two views are equal when they say the same,
+/// whatever they were read from.
+#[derive(Clone, Debug, Default)]
 pub struct NodeMeta {
     /// Every label of the Node.
     pub labels: Labels,
@@ -58,7 +59,22 @@ pub struct NodeMeta {
     pub owns_taint_record: bool,
     /// Whether fabbrica's field manager owns `spec.taints` (an atomic list on Nodes).
     pub owns_taints: bool,
+    /// A digest of the text of the watch report this view was read from (0 for a view built
+    /// otherwise): a report with the same digest says the same, and is not read further.
+    pub digest: u64,
 }
+
+impl PartialEq for NodeMeta {
+    fn eq(&self, other: &Self) -> bool {
+        self.labels == other.labels
+            && self.taint_record == other.taint_record
+            && self.owned_labels == other.owned_labels
+            && self.owns_taint_record == other.owns_taint_record
+            && self.owns_taints == other.owns_taints
+    }
+}
+
+impl Eq for NodeMeta {}
 
 impl NodeMeta {
     /// Projects a Node's metadata.
@@ -322,37 +338,37 @@ impl NodeIndex {
         let (Ok(mut meta), Ok(mut facts)) = (self.meta.write(), self.facts.write()) else {
             return false;
         };
-        // A relist that found changed facts may have missed any event: reconcile.
-        let mut managed = matches!(event, Event::InitDone);
-        let mut facts_of = |name: &str, node: &mut WatchedNode| {
-            managed |= node.managed();
-            (name.to_owned(), Arc::new(node.take_facts()))
+        // A view that says what the one held says is the one held: nothing is read or interned,
+        // and the comparison that decides whether to reconcile is a pointer comparison.
+        let read = |mut node: WatchedNode| {
+            let name = node.name_any();
+            let view = node.view_over(meta.items.get(&name));
+            let managed = view.labels.contains_key(labels::FACTORY);
+            let node_facts = Arc::new(node.take_facts());
+            (managed, (name.clone(), view), (name, node_facts))
         };
-        let (meta_event, facts_event) = match event {
-            Event::Apply(mut node) => {
-                let name = node.name_any();
-                let facts_event = Event::Apply(facts_of(&name, &mut node));
-                (Event::Apply((name, node)), facts_event)
+        let (managed, meta_event, facts_event) = match event {
+            Event::Apply(node) => {
+                let (managed, view, node_facts) = read(node);
+                (managed, Event::Apply(view), Event::Apply(node_facts))
+            }
+            Event::InitApply(node) => {
+                let (managed, view, node_facts) = read(node);
+                (
+                    managed,
+                    Event::InitApply(view),
+                    Event::InitApply(node_facts),
+                )
             }
             Event::Delete(node) => {
                 let name = node.name_any();
                 let gone = Event::Delete((name.clone(), Arc::default()));
-                (Event::Delete((name, node)), gone)
+                (false, gone, Event::Delete((name, Arc::default())))
             }
-            Event::Init => (Event::Init, Event::Init),
-            Event::InitApply(mut node) => {
-                let name = node.name_any();
-                let facts_event = Event::InitApply(facts_of(&name, &mut node));
-                (Event::InitApply((name, node)), facts_event)
-            }
-            Event::InitDone => (Event::InitDone, Event::InitDone),
+            Event::Init => (false, Event::Init, Event::Init),
+            // A relist that found changed facts may have missed any event: reconcile.
+            Event::InitDone => (true, Event::InitDone, Event::InitDone),
         };
-        // A view that says what the one held says is the one held: nothing is interned, and
-        // the comparison that decides whether to reconcile is a pointer comparison.
-        let meta_event = map_event(meta_event, |(name, node)| {
-            let view = node.view_over(meta.items.get(&name));
-            (name, view)
-        });
         let meta_changed = meta.apply(meta_event);
         let facts_changed = facts.apply(facts_event);
         meta_changed || (facts_changed && managed)
@@ -364,16 +380,6 @@ impl NodeIndex {
         let meta = self.meta.read().ok()?.items.get(name).cloned()?;
         let facts = self.facts.read().ok()?.items.get(name).cloned();
         Some((meta, facts))
-    }
-}
-
-fn map_event<A, B>(event: Event<A>, f: impl Fn(A) -> B) -> Event<B> {
-    match event {
-        Event::Apply(a) => Event::Apply(f(a)),
-        Event::Delete(a) => Event::Delete(f(a)),
-        Event::Init => Event::Init,
-        Event::InitApply(a) => Event::InitApply(f(a)),
-        Event::InitDone => Event::InitDone,
     }
 }
 
@@ -536,12 +542,12 @@ mod tests {
         assert!(facts.ready && facts.gpus == 8 && facts.taints.len() == 1);
         assert_eq!(facts.resource_version, "42");
 
-        assert!(slim.managed());
+        assert!(slim.view().labels.contains_key(labels::FACTORY));
 
         // Not fabbrica's yet: its facts are read all the same, for the pool that takes it.
         let mut other: WatchedNode =
             serde_json::from_value(reported_node(false)).expect("a WatchedNode");
-        assert!(!other.managed());
+        assert!(!other.view().labels.contains_key(labels::FACTORY));
         assert_eq!(other.take_facts(), facts);
 
         // A Node the kubelet has not reported on yet: no status, no taints.
@@ -605,9 +611,16 @@ mod tests {
         assert_eq!(facts["gpu-1"].resource_version, "7");
         assert_eq!(facts["gpu-1"].taints.len(), 1);
         assert_eq!(&index.metas()["gpu-1"].labels[labels::POOL], "train");
-        let watched: WatchedNode =
-            serde_json::from_value(serde_json::to_value(&node).expect("json")).expect("a Node");
+        let report = serde_json::to_value(&node).expect("json");
+        let watched: WatchedNode = serde_json::from_value(report.clone()).expect("a Node");
         assert!(!index.apply(Event::Apply(watched)));
+        // The view read from that report is held from then on: the next report that says the
+        // same is not read again.
+        let held = index.metas()["gpu-1"].clone();
+        assert_ne!(held.digest, 0);
+        let again: WatchedNode = serde_json::from_value(report).expect("a Node");
+        assert!(!index.apply(Event::Apply(again)));
+        assert!(Arc::ptr_eq(&index.metas()["gpu-1"], &held));
 
         // Released: its facts stay until the watch brings new ones.
         node.metadata.labels = None;

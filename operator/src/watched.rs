@@ -7,15 +7,17 @@
 //! managed field as a JSON tree and every condition and image, only to be compared and dropped.
 //!
 //! [`WatchedNode`] is parsed into what the operator's two views of a Node need instead, in one
-//! pass: for selection the labels as one string, the one annotation fabbrica reads and only
-//! fabbrica's own managed-fields entry; for its facts whether it is Ready, its allocatable GPUs,
-//! its taints and resourceVersion. Everything else is skipped without being built.
-//! The labels are interned only when they differ from the view already held
-//! ([`WatchedNode::view_over`]): a status report changes no label, so it costs a few allocations,
-//! not a hundred lookups in the interner.
+//! pass: for selection the labels, the one annotation fabbrica reads and only fabbrica's own
+//! managed-fields entries, each kept as the text the API server sent; for its facts whether it is
+//! Ready, its allocatable GPUs, its taints and resourceVersion. Everything else is skipped without
+//! being built. The selection view's text is digested, and read (its labels interned, fabbrica's
+//! entries walked) only when the digest differs from the view already held
+//! ([`WatchedNode::view_over`]): a status report changes none of it, so it costs a copy of some
+//! text and a hash, not a hundred allocations and lookups in the interner.
 
 use std::borrow::Cow;
 use std::fmt;
+use std::hash::{Hash, Hasher};
 use std::marker::PhantomData;
 use std::sync::Arc;
 
@@ -26,59 +28,89 @@ use kube::Resource;
 use serde::Deserialize;
 use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::Value;
+use serde_json::value::RawValue;
 
 use crate::FIELD_MANAGER;
 use crate::interned::sym;
 use crate::nodes::{NodeFacts, NodeMeta, TAINTS_ANNOTATION};
 
 /// A Node as the operator's Node watch reads it: its name and resourceVersion (for the watch
-/// itself), what its selection view is made of, and its facts.
+/// itself), what its selection view is read from, and its facts.
 #[derive(Clone, Debug)]
 pub struct WatchedNode {
     metadata: ObjectMeta,
-    labels: RawLabels,
-    /// The selection view but its labels.
-    rest: NodeMeta,
+    /// What the selection view is read from.
+    source: ViewSource,
     /// What status and taint writes need of it.
     facts: NodeFacts,
 }
 
+/// What a Node's selection view is read from, as the API server sent it, and its digest.
+#[derive(Clone, Debug, Default)]
+struct ViewSource {
+    /// The labels, a JSON map.
+    labels: Option<Box<RawValue>>,
+    /// The value of [`TAINTS_ANNOTATION`].
+    taint_record: Option<String>,
+    /// The `fieldsV1` of each of fabbrica's server-side-apply entries.
+    ours: Vec<Box<RawValue>>,
+    /// A digest of all of the above: [`NodeMeta::digest`] of the view read from it.
+    digest: u64,
+}
+
+impl ViewSource {
+    /// Digests what was read: never 0, which marks a view not read from a report.
+    fn digested(mut self) -> Self {
+        let mut hasher = std::hash::DefaultHasher::new();
+        self.labels.as_deref().map(RawValue::get).hash(&mut hasher);
+        self.taint_record.hash(&mut hasher);
+        for fields in &self.ours {
+            fields.get().hash(&mut hasher);
+        }
+        self.digest = hasher.finish().max(1);
+        self
+    }
+}
+
 impl WatchedNode {
-    /// The Node's selection view: `old` itself when it says the same (nothing is interned
-    /// then), else a new one.
+    /// The Node's selection view: `old` itself when it was read from the same text (nothing is
+    /// parsed or interned then), else a new one.
     pub fn view_over(&self, old: Option<&Arc<NodeMeta>>) -> Arc<NodeMeta> {
         match old {
-            Some(old) if self.same_as(old) => Arc::clone(old),
+            Some(old) if old.digest == self.source.digest => Arc::clone(old),
             _ => Arc::new(self.view()),
         }
     }
 
-    /// The Node's selection view, its labels interned.
+    /// The Node's selection view, its labels interned. The text was checked to be JSON when the
+    /// report was parsed; labels that are not a map of strings (which the API server never
+    /// sends) read as none.
     pub fn view(&self) -> NodeMeta {
-        NodeMeta {
-            labels: self.labels.pairs().collect(),
-            ..self.rest.clone()
-        }
-    }
-
-    /// Whether the Node carries `fabbrica.io/factory`: a Factory manages it.
-    pub fn managed(&self) -> bool {
-        self.labels.contains_key(labels::FACTORY)
+        let source = &self.source;
+        let labels = source
+            .labels
+            .as_deref()
+            .and_then(|raw| serde_json::from_str::<LabelsSeen>(raw.get()).ok())
+            .unwrap_or_default()
+            .0;
+        let ours: Vec<Value> = source
+            .ours
+            .iter()
+            .filter_map(|raw| serde_json::from_str(raw.get()).ok())
+            .collect();
+        let mut view = NodeMeta {
+            labels: labels.pairs().collect(),
+            taint_record: source.taint_record.as_deref().map(sym),
+            digest: source.digest,
+            ..NodeMeta::default()
+        };
+        view.own(&ours);
+        view
     }
 
     /// The Node's facts, taken out (the next call gets empty ones).
     pub fn take_facts(&mut self) -> NodeFacts {
         std::mem::take(&mut self.facts)
-    }
-
-    fn same_as(&self, view: &NodeMeta) -> bool {
-        let rest = &self.rest;
-        rest.taint_record == view.taint_record
-            && rest.owned_labels == view.owned_labels
-            && rest.owns_taint_record == view.owns_taint_record
-            && rest.owns_taints == view.owns_taints
-            && self.labels.len() == view.labels.len()
-            && self.labels.sorted().eq(view.labels.iter())
     }
 }
 
@@ -98,14 +130,6 @@ impl RawLabels {
         self.ends.push(self.text.len());
     }
 
-    fn len(&self) -> usize {
-        self.ends.len() / 2
-    }
-
-    fn contains_key(&self, key: &str) -> bool {
-        self.pairs().any(|(k, _)| k == key)
-    }
-
     /// The labels in the order read.
     fn pairs(&self) -> impl Iterator<Item = (&str, &str)> {
         self.ends.chunks_exact(2).scan(0, |start, ends| {
@@ -114,15 +138,6 @@ impl RawLabels {
             *start = ends[1];
             Some((key, value))
         })
-    }
-
-    /// The labels sorted by key (the API server sends them sorted already).
-    fn sorted(&self) -> impl Iterator<Item = (&str, &str)> {
-        let mut pairs: Vec<(&str, &str)> = self.pairs().collect();
-        if !pairs.is_sorted_by(|a, b| a.0 <= b.0) {
-            pairs.sort_by(|a, b| a.0.cmp(b.0));
-        }
-        pairs.into_iter()
     }
 }
 
@@ -177,8 +192,7 @@ impl<'de> Deserialize<'de> for WatchedNode {
                 resource_version: metadata.resource_version,
                 ..ObjectMeta::default()
             },
-            labels: metadata.labels,
-            rest: metadata.rest,
+            source: metadata.source.digested(),
             facts,
         })
     }
@@ -306,8 +320,7 @@ folded!(
 struct SlimMeta {
     name: Option<String>,
     resource_version: Option<String>,
-    labels: RawLabels,
-    rest: NodeMeta,
+    source: ViewSource,
 }
 
 impl<'de> Fold<'de> for SlimMeta {
@@ -317,14 +330,9 @@ impl<'de> Fold<'de> for SlimMeta {
         match &*key.0 {
             "name" => self.name = Some(map.next_value()?),
             "resourceVersion" => self.resource_version = Some(map.next_value()?),
-            "labels" => self.labels = map.next_value::<LabelsSeen>()?.0,
-            "annotations" => {
-                self.rest.taint_record = map.next_value::<TaintRecordSeen>()?.0.map(|r| sym(&r))
-            }
-            "managedFields" => {
-                let ours = map.next_value::<OurManagedFields>()?.0;
-                self.rest.own(&ours);
-            }
+            "labels" => self.source.labels = Some(map.next_value()?),
+            "annotations" => self.source.taint_record = map.next_value::<TaintRecordSeen>()?.0,
+            "managedFields" => self.source.ours = map.next_value::<OurManagedFields>()?.0,
             _ => {
                 map.next_value::<IgnoredAny>()?;
             }
@@ -364,9 +372,10 @@ impl<'de> Fold<'de> for TaintRecordSeen {
     }
 }
 
-/// The `fieldsV1` of fabbrica's own server-side-apply entries; every other entry is skipped.
+/// The `fieldsV1` of fabbrica's own server-side-apply entries, as sent; every other entry is
+/// skipped.
 #[derive(Default)]
-struct OurManagedFields(Vec<Value>);
+struct OurManagedFields(Vec<Box<RawValue>>);
 
 impl<'de> Fold<'de> for OurManagedFields {
     const EXPECTING: &'static str = "a list of managed fields entries";
@@ -388,12 +397,12 @@ impl<'de> Fold<'de> for OurManagedFields {
 struct EntrySeen {
     ours_manager: Option<bool>,
     apply: Option<bool>,
-    fields: Option<Value>,
+    fields: Option<Box<RawValue>>,
 }
 
 impl EntrySeen {
     /// The entry's fields, if it is fabbrica's server-side apply.
-    fn ours(self) -> Option<Value> {
+    fn ours(self) -> Option<Box<RawValue>> {
         self.fields
             .filter(|_| self.ours_manager == Some(true) && self.apply == Some(true))
     }
@@ -536,7 +545,8 @@ mod tests {
         report["metadata"]["resourceVersion"] = json!("4243");
         report["metadata"]["managedFields"][0]["time"] = json!("2026-12-03T10:05:00Z");
         assert!(Arc::ptr_eq(&parse(report).view_over(Some(&held)), &held));
-        // The same labels in another order are the same labels.
+        // The same labels in another order are the same labels: read again (the API server
+        // sends them sorted), to a view equal to the one held.
         let text = node_metadata(false).to_string();
         let labels = node_metadata(false)["metadata"]["labels"].to_string();
         let reversed: Vec<String> = node_metadata(false)["metadata"]["labels"]
@@ -549,7 +559,7 @@ mod tests {
         let text = text.replace(&labels, &format!("{{{}}}", reversed.join(",")));
         assert!(!text.contains(&labels));
         let reordered: WatchedNode = serde_json::from_str(&text).unwrap();
-        assert!(Arc::ptr_eq(&reordered.view_over(Some(&held)), &held));
+        assert_eq!(*reordered.view_over(Some(&held)), *held);
         // A changed label, a label more, a lost annotation: a new view.
         for change in [
             json!({"labels": {"fabbrica.io/pool": "serve"}}),

@@ -2,14 +2,18 @@
 //! statistics: N Nodes (default 25,000) as the scale benchmark registers them (53 labels, one of
 //! them the hostname) and as they look once fabbrica manages them (its labels, its taint record
 //! and managed-fields entry, the pool's taint, Ready with 8 GPUs), each parsed from JSON as the
-//! Node watch parses it and listed into a `NodeIndex`. Then the same Nodes not managed (no facts
-//! kept), so the two projections' shares are told apart.
+//! Node watch parses it and listed into a `NodeIndex`. Then the same Nodes not managed yet, and
+//! their facts alone held as the projection holds them (by name, shared), so the two
+//! projections' shares are told apart.
 //!   cargo run -p fabbrica-tests --example node_heap [NODES]
 
 use fabbrica_crds::labels;
 use fabbrica_crds::v1alpha1::GpuSystem;
 use fabbrica_operator::FIELD_MANAGER;
-use fabbrica_operator::nodes::NodeIndex;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use fabbrica_operator::nodes::{NodeFacts, NodeIndex};
 use fabbrica_operator::watched::WatchedNode;
 use fabbrica_tests::{gpu_node, site_labels};
 use kube::runtime::watcher::Event;
@@ -86,6 +90,18 @@ fn listed(nodes: usize, managed: bool) -> anyhow::Result<(u64, NodeIndex)> {
     Ok(((after - before) as u64, index))
 }
 
+/// Heap bytes the facts of `nodes` managed Nodes hold, by name as the facts projection holds them.
+fn facts_alone(nodes: usize) -> anyhow::Result<(u64, HashMap<String, Arc<NodeFacts>>)> {
+    let before = dhat::HeapStats::get().curr_bytes;
+    let mut facts = HashMap::new();
+    for i in 0..nodes {
+        let mut node: WatchedNode = serde_json::from_str(&node_json(i, true)?)?;
+        facts.insert(format!("bench-train-{i:05}"), Arc::new(node.take_facts()));
+    }
+    let after = dhat::HeapStats::get().curr_bytes;
+    Ok(((after - before) as u64, facts))
+}
+
 fn main() -> anyhow::Result<()> {
     let nodes: usize = std::env::args()
         .nth(1)
@@ -96,24 +112,30 @@ fn main() -> anyhow::Result<()> {
     let (managed, index) = listed(nodes, true)?;
     anyhow::ensure!(index.len() == nodes && index.synced(), "every Node listed");
     drop(index);
-    let (selection, _index) = listed(nodes, false)?;
+    let (unmanaged, index) = listed(nodes, false)?;
+    drop(index);
+    let (facts, held) = facts_alone(nodes)?;
+    anyhow::ensure!(
+        held.values().all(|f| f.gpus == 8),
+        "every Node's facts read"
+    );
+    drop(held);
     let per = |bytes: u64| bytes as f64 / nodes as f64;
+    let row = |what: &str, bytes: u64| {
+        println!(
+            "| {what} | {:.1} MiB | {:.0} B |",
+            bytes as f64 / 1048576.0,
+            per(bytes)
+        );
+    };
     println!("| {nodes} Nodes, 53 labels each | heap | per Node |");
     println!("|---|---|---|");
-    println!(
-        "| both projections, every Node managed | {:.1} MiB | {:.0} B |",
-        managed as f64 / 1048576.0,
-        per(managed)
-    );
-    println!(
-        "| selection view alone (no Node managed) | {:.1} MiB | {:.0} B |",
-        selection as f64 / 1048576.0,
-        per(selection)
-    );
-    println!(
-        "| facts of a managed Node (the difference) | {:.1} MiB | {:.0} B |",
-        managed.saturating_sub(selection) as f64 / 1048576.0,
-        per(managed.saturating_sub(selection))
+    row("both projections, every Node managed", managed);
+    row("both projections, no Node managed yet", unmanaged);
+    row("facts alone (name, resourceVersion, taint list)", facts);
+    row(
+        "selection view of a managed Node (the difference)",
+        managed.saturating_sub(facts),
     );
     Ok(())
 }
