@@ -317,7 +317,7 @@ impl NodeIndex {
     /// waiting for the watches (whose events for the write then change nothing and trigger nothing).
     /// `written` is the Node's metadata as the API server returned it; `facts` what the write left
     /// of its facts (the facts it was planned from, with the written taints and the new
-    /// resourceVersion), or `None` when they are not known: the facts watch brings them then.
+    /// resourceVersion), or `None` when they are not known: the Node watch brings them then.
     pub fn record_write(&self, written: &ObjectMeta, facts: Option<NodeFacts>) {
         let name = written.name.clone().unwrap_or_default();
         if let Ok(mut meta) = self.meta.write() {
