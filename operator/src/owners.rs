@@ -6,10 +6,14 @@
 //! of the same owner run at once, racing each other's writes. Children in a namespace are watched
 //! with [`cluster_owners`] instead.
 
+use std::sync::Arc;
+
 use fabbrica_crds::labels;
 use kube::Resource;
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
+
+use crate::reconcile::echo::OwnWrites;
 
 /// The watch configuration of children: only what the operator manages.
 pub fn managed() -> watcher::Config {
@@ -31,6 +35,22 @@ where
         .filter(|owner| owner.kind == kind && owner.api_version == api_version)
         .map(|owner| ObjectRef::new(&owner.name))
         .collect()
+}
+
+/// [`cluster_owners`], except for the echo of the operator's own write of `child`, which maps to
+/// no owner: the reconcile that made the write needs no other.
+pub fn owners_unless_echo<K, C>(writes: Arc<OwnWrites>) -> impl Fn(C) -> Vec<ObjectRef<K>>
+where
+    K: Resource<DynamicType = ()>,
+    C: Resource,
+{
+    move |child| {
+        if writes.is_echo(&child) {
+            Vec::new()
+        } else {
+            cluster_owners(child)
+        }
+    }
 }
 
 #[cfg(test)]
@@ -71,6 +91,25 @@ mod tests {
         assert_eq!(factories[0].namespace, None);
         let workspaces = cluster_owners::<Workspace, _>(child);
         assert_eq!(workspaces, vec![ObjectRef::<Workspace>::new("team-a")]);
+    }
+
+    #[test]
+    fn the_echo_of_an_own_write_maps_to_no_owner_and_the_next_change_does() {
+        let writes = Arc::new(OwnWrites::default());
+        let child = |version: &str| ConfigMap {
+            metadata: ObjectMeta {
+                name: Some("bench-topology".to_owned()),
+                uid: Some("uid-map".to_owned()),
+                resource_version: Some(version.to_owned()),
+                owner_references: Some(vec![owner("Factory", "fabbrica.io/v1alpha1", "bench")]),
+                ..ObjectMeta::default()
+            },
+            ..ConfigMap::default()
+        };
+        let owners = owners_unless_echo::<Factory, ConfigMap>(writes.clone());
+        writes.record(&child("7"));
+        assert!(owners(child("7")).is_empty());
+        assert_eq!(owners(child("8")), vec![ObjectRef::<Factory>::new("bench")]);
     }
 
     #[test]

@@ -389,6 +389,8 @@ pub fn assert_no_high_or_critical_misconfiguration(
 /// stopped or killed.
 #[derive(Debug)]
 pub struct InProcessOperator {
+    /// Its metrics, as its `/metrics` would serve them.
+    pub metrics: std::sync::Arc<fabbrica_operator::metrics::Metrics>,
     stop: tokio::sync::oneshot::Sender<()>,
     task: tokio::task::JoinHandle<fabbrica_operator::Result<()>>,
 }
@@ -397,17 +399,22 @@ impl InProcessOperator {
     /// Starts it on `client`.
     pub fn start(client: &kube::Client, settings: fabbrica_operator::Settings) -> Self {
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let metrics = fabbrica_operator::metrics::Metrics::new();
         let task = tokio::spawn(fabbrica_operator::run(
             client.clone(),
             settings,
-            fabbrica_operator::metrics::Metrics::new(),
+            metrics.clone(),
             std::sync::Arc::new(fabbrica_operator::http::Readiness::default()),
             std::sync::Arc::new(fabbrica_operator::clock::SystemClock),
             async move {
                 let _ = stopped.await;
             },
         ));
-        Self { stop, task }
+        Self {
+            metrics,
+            stop,
+            task,
+        }
     }
 
     /// Asks it to stop and waits (at most 30 s) until it has.

@@ -17,14 +17,15 @@ use std::time::{Duration, Instant};
 
 use fabbrica_crds::labels;
 use fabbrica_crds::v1alpha1::{Factory, FactoryStatus};
-use futures::Stream;
+use futures::{Stream, TryStreamExt};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::ConfigMap;
 use k8s_openapi::api::storage::v1::StorageClass;
 use kube::runtime::controller::{self, Action, Controller};
 use kube::runtime::events::EventType;
 use kube::runtime::finalizer;
-use kube::runtime::watcher;
+use kube::runtime::reflector::{self, reflector};
+use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
 use tracing::{info, instrument, warn};
 
@@ -32,7 +33,7 @@ use crate::clock::Clock;
 use crate::conditions::{events, types};
 use crate::metrics::Metrics;
 use crate::nodes::NodeIndex;
-use crate::owners::cluster_owners;
+use crate::owners::owners_unless_echo;
 use crate::reconcile::Kit;
 use crate::reconcile::run::{run as run_controller, with_finalizer};
 use crate::reconcile::status::patch_status;
@@ -101,24 +102,39 @@ pub async fn run(
         factories = factories.labels(selector);
     }
     let children = crate::owners::managed();
-    let mut controller = Controller::new(Api::<Factory>::all(client.clone()), factories)
-        .owns(Api::<StorageClass>::all(client.clone()), children.clone())
+    // The echo of the controller's own writes (a status, a child applied) triggers nothing: the
+    // reconcile that wrote it had nothing left to do (`reconcile::echo`).
+    let writes = ctx.kit.writes.clone();
+    let (store, writer) = reflector::store();
+    let echoes = writes.clone();
+    let trigger_self = reflector(
+        writer,
+        watcher::watcher(Api::<Factory>::all(client.clone()), factories),
+    )
+    .applied_objects()
+    .try_filter(move |factory| std::future::ready(!echoes.is_echo(factory)));
+    let mut controller = Controller::for_stream(trigger_self, store)
+        .watches(
+            Api::<StorageClass>::all(client.clone()),
+            children.clone(),
+            owners_unless_echo::<Factory, _>(writes.clone()),
+        )
         .watches(
             Api::<ConfigMap>::namespaced(client.clone(), &settings.namespace),
             children.clone(),
-            cluster_owners::<Factory, _>,
+            owners_unless_echo::<Factory, _>(writes.clone()),
         );
     // Validation Jobs of the pools' Nodes: a finished one is read at once.
     controller = controller.watches(
         Api::<Job>::namespaced(client.clone(), &settings.namespace),
         children.clone(),
-        cluster_owners::<Factory, _>,
+        owners_unless_echo::<Factory, _>(writes.clone()),
     );
     if settings.gpu_operator_namespace != settings.namespace {
         controller = controller.watches(
             Api::<ConfigMap>::namespaced(client.clone(), &settings.gpu_operator_namespace),
             children.clone(),
-            cluster_owners::<Factory, _>,
+            owners_unless_echo::<Factory, _>(writes.clone()),
         );
     }
     let controller = controller

@@ -117,6 +117,7 @@ where
         .await
         .map_err(|err| Error::request("writing", described(&want, kind, api, &name), err))?;
     kit.metrics.write(kind.name, "apply");
+    kit.writes.record(&stored);
     Ok(stored)
 }
 

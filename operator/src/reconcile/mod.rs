@@ -8,6 +8,7 @@
 //! - [`status`]: one status patch, written only when the status changed; Ready=False with the
 //!   error of a failed reconcile.
 //! - [`events`]: one Event publisher.
+//! - [`echo`]: the operator's own writes, whose echo in a watch triggers no reconcile.
 //! - [`run`]: the finalizer wrapper, the error policy and the controller run loop.
 //!
 //! The helpers take a [`Kit`], not a controller's context: a controller's context holds one, so
@@ -16,6 +17,7 @@
 pub mod apply;
 pub mod children;
 pub mod conditions;
+pub mod echo;
 pub mod events;
 pub mod run;
 pub mod status;
@@ -38,6 +40,8 @@ pub struct Kit {
     pub events: events::Publisher,
     /// The clock of condition transition times.
     pub clock: Arc<dyn Clock>,
+    /// What the controller's own writes left, so that their echo triggers nothing.
+    pub writes: Arc<echo::OwnWrites>,
 }
 
 impl std::fmt::Debug for Kit {
@@ -60,6 +64,7 @@ impl Kit {
             metrics,
             events,
             clock,
+            writes: Arc::default(),
         }
     }
 }

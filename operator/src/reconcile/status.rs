@@ -46,16 +46,18 @@ async fn apply_status<K, A>(
 ) -> Result<()>
 where
     K: Resource<DynamicType = ()>,
-    A: Clone + DeserializeOwned + Debug,
+    A: Resource + Clone + DeserializeOwned + Debug,
 {
     let body = serde_json::json!({
         "apiVersion": K::api_version(&()),
         "kind": K::kind(&()),
         "status": status,
     });
-    api.patch_status(name, &patch_params(), &Patch::Apply(&body))
+    let stored = api
+        .patch_status(name, &patch_params(), &Patch::Apply(&body))
         .await?;
     kit.metrics.write("status", "apply");
+    kit.writes.record(&stored);
     Ok(())
 }
 
