@@ -9,7 +9,7 @@ use k8s_openapi::api::core::v1::Taint;
 
 use super::validate::ValidatedFactory;
 use crate::health::drift;
-use crate::interned::Labels;
+use crate::interned::{Labels, Sym, sym};
 use crate::nodes::{NodeMeta, NodeMetas};
 
 /// Down-links of one leaf switch per rail (a 64-port switch, half down, half up): the Nodes of one leaf group.
@@ -18,10 +18,10 @@ pub const LEAF_DOWNLINKS: usize = 32;
 /// Where a Node sits in the fabric.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Placement {
-    /// Its scalable unit.
-    pub scalable_unit: String,
-    /// Its leaf group: the rail leaves it is cabled to (`<unit>-lg<N>`).
-    pub leaf_group: String,
+    /// Its scalable unit, interned: shared by the unit's Nodes.
+    pub scalable_unit: Sym,
+    /// Its leaf group: the rail leaves it is cabled to (`<unit>-lg<N>`), interned.
+    pub leaf_group: Sym,
     /// Its position in its unit, from 0.
     pub rank: usize,
 }
@@ -155,9 +155,9 @@ pub fn assign(factory: &ValidatedFactory, nodes: &NodeMetas) -> Assignment {
             Some(place) => {
                 labels.insert(
                     labels::SCALABLE_UNIT.to_owned(),
-                    place.scalable_unit.clone(),
+                    place.scalable_unit.to_string(),
                 );
-                labels.insert(labels::LEAF_GROUP.to_owned(), place.leaf_group.clone());
+                labels.insert(labels::LEAF_GROUP.to_owned(), place.leaf_group.to_string());
                 let node = nodes.get(name);
                 for (key, value) in [
                     (labels::TOPOGRAPH_TIER_LEAF, &place.leaf_group),
@@ -170,7 +170,7 @@ pub fn assign(factory: &ValidatedFactory, nodes: &NodeMetas) -> Assignment {
                     if node.is_some_and(|n| drift::discovered(n, &[key]).is_some()) {
                         continue;
                     }
-                    labels.insert(key.to_owned(), value.clone());
+                    labels.insert(key.to_owned(), value.to_string());
                 }
             }
             None => out.unplaced.push(name.clone()),
@@ -288,8 +288,8 @@ fn place(
             (
                 node,
                 Placement {
-                    scalable_unit: unit,
-                    leaf_group,
+                    scalable_unit: sym(&unit),
+                    leaf_group: sym(&leaf_group),
                     rank: i,
                 },
             )

@@ -142,8 +142,8 @@ mod tests {
             assignment.placements.insert(
                 (*name).to_owned(),
                 Placement {
-                    scalable_unit: (*unit).to_owned(),
-                    leaf_group: (*group).to_owned(),
+                    scalable_unit: crate::interned::sym(unit),
+                    leaf_group: crate::interned::sym(group),
                     rank: i,
                 },
             );
