@@ -36,13 +36,17 @@ use crate::watched::WatchedNode;
 /// removes exactly those and never a taint someone else set.
 pub const TAINTS_ANNOTATION: &str = "fabbrica.io/taints";
 
-/// Every Node's selection view, by name. A copy shares the views: it costs a name and a pointer per
-/// Node, not the labels.
-pub type NodeMetas = HashMap<String, Arc<NodeMeta>>;
+/// A Node's name, shared: the projections, a reconcile's copy of them and its assignment hold one
+/// allocation of each name between them, and copying it is a count.
+pub type NodeName = Arc<str>;
 
-/// The facts of some Nodes, by name, shared with the projection: a copy costs a name and a
-/// pointer per Node.
-pub type Facts = HashMap<String, Arc<NodeFacts>>;
+/// Every Node's selection view, by name. A copy shares the names and the views: it costs two
+/// pointers per Node.
+pub type NodeMetas = HashMap<NodeName, Arc<NodeMeta>>;
+
+/// The facts of some Nodes, by name, shared with the projection: a copy costs two pointers per
+/// Node.
+pub type Facts = HashMap<NodeName, Arc<NodeFacts>>;
 
 /// A Node as pool selection sees it. Its strings are interned: a gigafactory's Nodes share
 /// nearly all their label keys and values. Two views are equal when they say the same,
@@ -218,8 +222,8 @@ impl Significant for Arc<NodeFacts> {
 /// A projection kept up to date from a watch stream.
 #[derive(Debug)]
 struct Projection<T> {
-    items: HashMap<String, T>,
-    building: HashMap<String, T>,
+    items: HashMap<NodeName, T>,
+    building: HashMap<NodeName, T>,
     synced: bool,
 }
 
@@ -234,13 +238,21 @@ impl<T> Default for Projection<T> {
 }
 
 impl<T: Significant> Projection<T> {
+    /// `name` as the projection holds it (a count, not a copy), or a new one.
+    fn name(&self, name: &str) -> NodeName {
+        self.items
+            .get_key_value(name)
+            .or_else(|| self.building.get_key_value(name))
+            .map_or_else(|| Arc::from(name), |(held, _)| held.clone())
+    }
+
     /// Whether `item` differs, as a reconcile sees it, from what `items` holds for `name`.
-    fn differs(items: &HashMap<String, T>, name: &str, item: &T) -> bool {
+    fn differs(items: &HashMap<NodeName, T>, name: &str, item: &T) -> bool {
         items.get(name).is_none_or(|old| !old.same(item))
     }
 
     /// Applies one event; `true` when what the projection holds changed in a way a reconcile sees.
-    fn apply(&mut self, event: Event<(String, T)>) -> bool {
+    fn apply(&mut self, event: Event<(NodeName, T)>) -> bool {
         match event {
             Event::Apply((name, item)) => {
                 let changed = Self::differs(&self.items, &name, &item);
@@ -293,13 +305,17 @@ impl NodeIndex {
     }
 
     /// The facts of the given Nodes, shared with the projection.
-    pub fn facts_of<'a>(&self, names: impl IntoIterator<Item = &'a String>) -> Facts {
+    pub fn facts_of<'a, N>(&self, names: impl IntoIterator<Item = &'a N>) -> Facts
+    where
+        N: AsRef<str> + ?Sized + 'a,
+    {
         let Ok(facts) = self.facts.read() else {
             return HashMap::new();
         };
         names
             .into_iter()
-            .filter_map(|n| facts.items.get(n).map(|f| (n.clone(), f.clone())))
+            .filter_map(|n| facts.items.get_key_value(n.as_ref()))
+            .map(|(name, f)| (name.clone(), f.clone()))
             .collect()
     }
 
@@ -319,13 +335,15 @@ impl NodeIndex {
     /// of its facts (the facts it was planned from, with the written taints and the new
     /// resourceVersion), or `None` when they are not known: the Node watch brings them then.
     pub fn record_write(&self, written: &ObjectMeta, facts: Option<NodeFacts>) {
-        let name = written.name.clone().unwrap_or_default();
-        if let Ok(mut meta) = self.meta.write() {
-            meta.apply(Event::Apply((
-                name.clone(),
-                Arc::new(NodeMeta::from_meta(written)),
-            )));
-        }
+        let Ok(mut meta) = self.meta.write() else {
+            return;
+        };
+        let name = meta.name(written.name.as_deref().unwrap_or_default());
+        meta.apply(Event::Apply((
+            name.clone(),
+            Arc::new(NodeMeta::from_meta(written)),
+        )));
+        drop(meta);
         if let (Some(facts), Ok(mut projection)) = (facts, self.facts.write()) {
             projection.apply(Event::Apply((name, Arc::new(facts))));
         }
@@ -341,7 +359,7 @@ impl NodeIndex {
         // A view that says what the one held says is the one held: nothing is read or interned,
         // and the comparison that decides whether to reconcile is a pointer comparison.
         let read = |mut node: WatchedNode| {
-            let name = node.name_any();
+            let name = meta.name(node.name());
             let view = node.view_over(meta.items.get(&name));
             let managed = view.labels.contains_key(labels::FACTORY);
             let node_facts = Arc::new(node.take_facts());
@@ -361,7 +379,7 @@ impl NodeIndex {
                 )
             }
             Event::Delete(node) => {
-                let name = node.name_any();
+                let name = meta.name(node.name());
                 let gone = Event::Delete((name.clone(), Arc::default()));
                 (false, gone, Event::Delete((name, Arc::default())))
             }
@@ -568,32 +586,32 @@ mod tests {
         assert!(!index.synced());
         assert!(index.apply(Event::InitDone));
         assert!(index.synced());
-        let name = "gpu-1".to_owned();
-        assert_eq!(index.facts_of([&name])[&name].gpus, 8);
+        let name = "gpu-1";
+        assert_eq!(index.facts_of([name])[name].gpus, 8);
         // A status report: a new resourceVersion, nothing else.
         let mut report = reported_node(true);
         report["metadata"]["resourceVersion"] = serde_json::json!("43");
         assert!(!index.apply(Event::Apply(parse(report))));
-        assert_eq!(index.facts_of([&name])[&name].resource_version, "43");
+        assert_eq!(index.facts_of([name])[name].resource_version, "43");
         // A lost GPU is a change.
         let mut lost = reported_node(true);
         lost["status"]["allocatable"][labels::GPU_RESOURCE] = serde_json::json!("7");
         assert!(index.apply(Event::Apply(parse(lost))));
         // Released: still selectable, its facts kept and up to date, their changes no trigger.
         assert!(index.apply(Event::Apply(parse(reported_node(false)))));
-        assert_eq!(index.metas()[&name].labels.get(labels::FACTORY), None);
-        assert_eq!(index.facts_of([&name])[&name].gpus, 8);
+        assert_eq!(index.metas()[name].labels.get(labels::FACTORY), None);
+        assert_eq!(index.facts_of([name])[name].gpus, 8);
         let mut lost = reported_node(false);
         lost["status"]["allocatable"][labels::GPU_RESOURCE] = serde_json::json!("7");
         assert!(!index.apply(Event::Apply(parse(lost.clone()))));
-        assert_eq!(index.facts_of([&name])[&name].gpus, 7);
+        assert_eq!(index.facts_of([name])[name].gpus, 7);
         // A relist that finds changed facts reconciles: it may have missed any event.
         assert!(!index.apply(Event::Init));
         assert!(!index.apply(Event::InitApply(parse(reported_node(false)))));
         assert!(index.apply(Event::InitDone));
-        assert_eq!(index.facts_of([&name])[&name].gpus, 8);
+        assert_eq!(index.facts_of([name])[name].gpus, 8);
         assert!(index.apply(Event::Delete(parse(reported_node(false)))));
-        assert!(index.facts_of([&name]).is_empty());
+        assert!(index.facts_of([name]).is_empty());
         assert!(index.is_empty());
     }
 
@@ -607,7 +625,7 @@ mod tests {
         }))
         .expect("a Node");
         index.record_write(&node.metadata, Some(NodeFacts::from_node(&node)));
-        let facts = index.facts_of([&"gpu-1".to_owned()]);
+        let facts = index.facts_of(["gpu-1"]);
         assert_eq!(facts["gpu-1"].resource_version, "7");
         assert_eq!(facts["gpu-1"].taints.len(), 1);
         assert_eq!(&index.metas()["gpu-1"].labels[labels::POOL], "train");
@@ -626,9 +644,6 @@ mod tests {
         node.metadata.labels = None;
         index.record_write(&node.metadata, None);
         assert_eq!(index.metas()["gpu-1"].labels.get(labels::FACTORY), None);
-        assert_eq!(
-            index.facts_of([&"gpu-1".to_owned()])["gpu-1"].resource_version,
-            "7"
-        );
+        assert_eq!(index.facts_of(["gpu-1"])["gpu-1"].resource_version, "7");
     }
 }

@@ -108,6 +108,11 @@ impl WatchedNode {
         view
     }
 
+    /// The Node's name.
+    pub fn name(&self) -> &str {
+        self.metadata.name.as_deref().unwrap_or_default()
+    }
+
     /// The Node's facts, taken out (the next call gets empty ones).
     pub fn take_facts(&mut self) -> NodeFacts {
         std::mem::take(&mut self.facts)

@@ -19,7 +19,7 @@ use super::build::{Desired, NodeApply, NodeChange, build_namespace, plan_node};
 use super::placement::{Assignment, DesiredNode};
 use super::status::{FailedParts, PartFailure};
 use crate::Settings;
-use crate::nodes::{NodeFacts, NodeMeta, NodeMetas};
+use crate::nodes::{NodeFacts, NodeMeta, NodeMetas, NodeName};
 use crate::reconcile::apply::{Kind, apply_one, dynamic, patch_params, sync_children};
 use crate::reconcile::children::child_selector;
 use crate::{Error, Result};
@@ -351,13 +351,13 @@ struct PlannedWrite {
 /// before it is sent, from what the watch (and the operator's own writes) brought since, so a
 /// pass of minutes writes with resourceVersions seconds old, not minutes.
 pub async fn apply_nodes(ctx: &Context, assignment: &Assignment, metas: &NodeMetas) -> Result<()> {
-    let targets: Vec<&String> = assignment
+    let targets: Vec<&NodeName> = assignment
         .desired
         .keys()
         .chain(&assignment.release)
         .collect();
     let facts = ctx.nodes.facts_of(targets.iter().copied());
-    let due: Vec<String> = targets
+    let due: Vec<NodeName> = targets
         .into_iter()
         .filter(|name| {
             metas.get(*name).is_some_and(|meta| {

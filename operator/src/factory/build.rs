@@ -190,7 +190,7 @@ struct TopologyDocument<'a> {
     fabric: FabricDocument,
     factory: &'a str,
     scalable_units: Vec<UnitDocument<'a>>,
-    unplaced_nodes: &'a [String],
+    unplaced_nodes: Vec<&'a str>,
 }
 
 #[derive(Serialize)]
@@ -256,7 +256,7 @@ pub fn build_topology_config_map(
                 name: unit,
             })
             .collect(),
-        unplaced_nodes: &assignment.unplaced,
+        unplaced_nodes: assignment.unplaced.iter().map(AsRef::as_ref).collect(),
     };
     let mut conf = format!(
         "# Slurm tree topology of Factory {}, written by fabbrica-operator. Each leaf group is one leaf\n# switch per rail; Slurm sees a group as one switch because every node reaches every rail leaf.\n",

@@ -32,9 +32,10 @@ use tracing::{info, instrument, warn};
 use crate::clock::Clock;
 use crate::conditions::{events, types};
 use crate::metrics::Metrics;
-use crate::nodes::NodeIndex;
+use crate::nodes::{NodeIndex, NodeName};
 use crate::owners::owners_unless_echo;
 use crate::reconcile::Kit;
+use crate::reconcile::echo::ObjectVersion;
 use crate::reconcile::run::{run as run_controller, with_finalizer};
 use crate::reconcile::status::patch_status;
 use crate::{Result, Settings};
@@ -112,7 +113,11 @@ pub async fn run(
         watcher::watcher(Api::<Factory>::all(client.clone()), factories),
     )
     .applied_objects()
-    .try_filter(move |factory| std::future::ready(!echoes.is_echo(factory)));
+    .try_filter(move |factory| {
+        let echoes = echoes.clone();
+        let seen = ObjectVersion::of(factory);
+        async move { !echoes.settled_echo(seen).await }
+    });
     let mut controller = Controller::for_stream(trigger_self, store)
         .watches(
             Api::<StorageClass>::all(client.clone()),
@@ -212,8 +217,7 @@ async fn apply(factory: &Factory, ctx: &Context) -> Result<Action> {
     let drift =
         crate::health::drift::check(&validated.spec.fabric.topology, &desired.assignment, &metas);
     // status
-    let members: Vec<&String> = desired.assignment.desired.keys().collect();
-    let facts = ctx.nodes.facts_of(members);
+    let facts = ctx.nodes.facts_of(desired.assignment.desired.keys());
     let observed = status::Observed {
         multus: multus.is_some(),
         topology_config_map: desired.topology_config_map.clone(),
@@ -283,7 +287,7 @@ async fn write_status(ctx: &Context, factory: &Factory, status: &FactoryStatus) 
 async fn cleanup(factory: &Factory, ctx: &Context) -> Result<Action> {
     let name = factory.name_any();
     let metas = ctx.nodes.metas();
-    let mut release: Vec<String> = metas
+    let mut release: Vec<NodeName> = metas
         .iter()
         .filter(|(_, m)| m.labels.get(labels::FACTORY) == Some(&name))
         .map(|(n, _)| n.clone())

@@ -10,7 +10,7 @@ use k8s_openapi::api::core::v1::Taint;
 use super::validate::ValidatedFactory;
 use crate::health::drift;
 use crate::interned::{Labels, Sym, sym};
-use crate::nodes::{NodeMeta, NodeMetas};
+use crate::nodes::{NodeMeta, NodeMetas, NodeName};
 
 /// Down-links of one leaf switch per rail (a 64-port switch, half down, half up): the Nodes of one leaf group.
 pub const LEAF_DOWNLINKS: usize = 32;
@@ -40,17 +40,17 @@ pub struct DesiredNode {
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Assignment {
     /// Nodes of each pool (matching it and nothing else), sorted.
-    pub members: BTreeMap<String, Vec<String>>,
+    pub members: BTreeMap<String, Vec<NodeName>>,
     /// Nodes matching a pool and also another pool or another Factory's Node, per pool.
-    pub conflicts: BTreeMap<String, Vec<String>>,
+    pub conflicts: BTreeMap<String, Vec<NodeName>>,
     /// Fabric placement of the members that have one.
-    pub placements: BTreeMap<String, Placement>,
+    pub placements: BTreeMap<NodeName, Placement>,
     /// Members without a scalable unit (not declared, or lacking the unit label).
-    pub unplaced: Vec<String>,
+    pub unplaced: Vec<NodeName>,
     /// What each member should carry.
-    pub desired: BTreeMap<String, DesiredNode>,
+    pub desired: BTreeMap<NodeName, DesiredNode>,
     /// Nodes carrying this Factory's label that should not any more.
-    pub release: Vec<String>,
+    pub release: Vec<NodeName>,
 }
 
 fn matches(pool: &GpuPool, node: &NodeMeta) -> bool {
@@ -101,9 +101,9 @@ pub fn assign(factory: &ValidatedFactory, nodes: &NodeMetas) -> Assignment {
     for pool in &spec.gpu_pools {
         out.members.insert(pool.name.clone(), Vec::new());
     }
-    let mut names: Vec<&String> = nodes.keys().collect();
+    let mut names: Vec<&NodeName> = nodes.keys().collect();
     names.sort();
-    let mut member_pool: BTreeMap<String, &GpuPool> = BTreeMap::new();
+    let mut member_pool: BTreeMap<NodeName, &GpuPool> = BTreeMap::new();
     for name in names {
         let node = &nodes[name];
         let pools: Vec<&GpuPool> = spec.gpu_pools.iter().filter(|p| matches(p, node)).collect();
@@ -192,7 +192,7 @@ pub fn assign(factory: &ValidatedFactory, nodes: &NodeMetas) -> Assignment {
             // A Node whose NVLink stays inside it is a domain of its own.
             labels.insert(
                 labels::NVLINK_DOMAIN.to_owned(),
-                domain.unwrap_or_else(|| name.clone()),
+                domain.unwrap_or_else(|| name.to_string()),
             );
         }
         out.desired.insert(
@@ -227,16 +227,16 @@ fn nvlink_domain(
 fn place(
     factory: &ValidatedFactory,
     nodes: &NodeMetas,
-    members: &BTreeMap<String, &GpuPool>,
-) -> BTreeMap<String, Placement> {
+    members: &BTreeMap<NodeName, &GpuPool>,
+) -> BTreeMap<NodeName, Placement> {
     let topology = &factory.spec.fabric.topology;
     // Each member's unit, its position in that unit and, where discovered, its leaf.
-    let mut units: BTreeMap<String, (String, usize, Option<String>)> = BTreeMap::new();
+    let mut units: BTreeMap<NodeName, (String, usize, Option<String>)> = BTreeMap::new();
     match topology.source {
         TopologySource::Declared => {
             for unit in &topology.scalable_units {
                 for (i, node) in unit.nodes.iter().enumerate() {
-                    if members.contains_key(node) {
+                    if let Some((node, _)) = members.get_key_value(node.as_str()) {
                         units.insert(node.clone(), (unit.name.clone(), i, None));
                     }
                 }
@@ -305,7 +305,7 @@ pub fn fabric_tree(assignment: &Assignment) -> BTreeMap<&str, BTreeMap<&str, Vec
             .or_default()
             .entry(place.leaf_group.as_str())
             .or_default()
-            .push(node.as_str());
+            .push(node.as_ref());
     }
     tree
 }

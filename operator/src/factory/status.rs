@@ -73,11 +73,11 @@ pub fn failed_parts(conditions: &[Condition]) -> String {
 
 const LISTED: usize = 8;
 
-fn listing(names: &[String]) -> String {
+fn listing(names: &[impl AsRef<str>]) -> String {
     let mut text = names
         .iter()
         .take(LISTED)
-        .cloned()
+        .map(AsRef::as_ref)
         .collect::<Vec<_>>()
         .join(", ");
     if names.len() > LISTED {
@@ -129,7 +129,7 @@ pub fn build_status(
             nodes_expected: pool.expected_nodes,
             gpus_allocatable: ready.iter().map(|f| f.gpus).sum(),
             gpus_ready: Some(pool_gpus_ready),
-            conflicting_nodes: conflicting.clone(),
+            conflicting_nodes: conflicting.iter().map(ToString::to_string).collect(),
             nodes_validating: health.map_or(0, |h| count(h.validating.len())),
             nodes_quarantined: health.map_or(0, |h| count(h.quarantined.len())),
             quarantined_nodes: health
@@ -510,7 +510,7 @@ mod tests {
                     labels: [("gpu", gpu)].into_iter().collect(),
                     ..NodeMeta::default()
                 };
-                (name.to_owned(), Arc::new(meta))
+                (name.into(), Arc::new(meta))
             })
             .collect();
         let assignment = assign(&factory(), &metas);

@@ -67,10 +67,10 @@ pub fn check(topology: &Topology, assignment: &Assignment, metas: &NodeMetas) ->
             continue;
         };
         if let Some(leaf) = discovered(meta, &leaf_keys) {
-            leaves.push((node.as_str(), place.leaf_group.as_str(), leaf));
+            leaves.push((node.as_ref(), place.leaf_group.as_str(), leaf));
         }
         if let Some(unit) = discovered(meta, &unit_keys) {
-            units.push((node.as_str(), place.scalable_unit.as_str(), unit));
+            units.push((node.as_ref(), place.scalable_unit.as_str(), unit));
         }
     }
     let checked: BTreeSet<&str> = leaves.iter().chain(&units).map(|(n, _, _)| *n).collect();
@@ -140,7 +140,7 @@ mod tests {
         let mut metas = NodeMetas::new();
         for (i, (name, unit, group, leaf)) in nodes.iter().enumerate() {
             assignment.placements.insert(
-                (*name).to_owned(),
+                (*name).into(),
                 Placement {
                     scalable_unit: crate::interned::sym(unit),
                     leaf_group: crate::interned::sym(group),
@@ -151,7 +151,7 @@ mod tests {
             if let Some(leaf) = leaf {
                 meta.labels = meta.labels.with([(labels::TOPOLOGY_LEAF, *leaf)]);
             }
-            metas.insert((*name).to_owned(), Arc::new(meta));
+            metas.insert((*name).into(), Arc::new(meta));
         }
         (topology, assignment, metas)
     }
@@ -190,7 +190,7 @@ mod tests {
         ]);
         let mut own = (*metas["n2"]).clone();
         own.owned_labels = [labels::TOPOLOGY_LEAF].into_iter().collect();
-        metas.insert("n2".to_owned(), Arc::new(own));
+        metas.insert("n2".into(), Arc::new(own));
         let drift = check(&topology, &assignment, &metas).unwrap();
         assert_eq!(drift.checked, 1);
         assert!(drift.drifted.is_empty());
@@ -206,7 +206,7 @@ mod tests {
         for (node, unit) in [("n1", "pod-1"), ("n2", "pod-2")] {
             let mut meta = (*metas[node]).clone();
             meta.labels = meta.labels.with([("example.com/pod", unit)]);
-            metas.insert(node.to_owned(), Arc::new(meta));
+            metas.insert(node.into(), Arc::new(meta));
         }
         let drift = check(&topology, &assignment, &metas).unwrap();
         assert_eq!(drift.drifted, BTreeMap::from([("n2".to_owned(), "unit")]));

@@ -32,7 +32,7 @@ use crate::factory::Context;
 use crate::factory::placement::Assignment;
 use crate::factory::validate::ValidatedFactory;
 use crate::interned::Labels;
-use crate::nodes::{NodeFacts, NodeMetas};
+use crate::nodes::{NodeFacts, NodeMetas, NodeName};
 use crate::reconcile::apply::delete;
 use crate::reconcile::children::child_selector;
 use crate::{Error, FIELD_MANAGER, Result};
@@ -151,13 +151,13 @@ pub async fn reconcile(
             let Some(meta) = metas.get(node) else {
                 continue;
             };
-            let job = jobs.remove(&(pool.name.clone(), node.clone()));
+            let job = jobs.remove(&(pool.name.clone(), node.to_string()));
             let Some(facts) = facts.get(node) else {
                 // Facts arrive with the watch of the Factory's Nodes; this Node comes again then.
                 if pool.validation.is_some()
                     && meta.labels.get(labels::VALIDATION) != Some(plan::PASSED)
                 {
-                    health.validating.insert(node.clone());
+                    health.validating.insert(node.to_string());
                 }
                 continue;
             };
@@ -196,9 +196,9 @@ pub async fn reconcile(
                 tell(ctx, pool, node, news).await;
             }
             if let Some(reason) = verdict.quarantine {
-                health.quarantined.insert(node.clone(), reason);
+                health.quarantined.insert(node.to_string(), reason);
             } else if !verdict.serves() {
-                health.validating.insert(node.clone());
+                health.validating.insert(node.to_string());
             }
         }
         if pool.validation.is_none() {
@@ -214,7 +214,7 @@ pub async fn reconcile(
 
 /// Removes the health labels and taints from `nodes`, which leave the Factory (their pool no
 /// longer selects them, or the Factory is deleted). Run before their Factory label goes.
-pub async fn release(ctx: &Context, nodes: &[String], metas: &NodeMetas) -> Result<()> {
+pub async fn release(ctx: &Context, nodes: &[NodeName], metas: &NodeMetas) -> Result<()> {
     let facts = ctx.nodes.facts_of(nodes);
     let clear = Verdict {
         validation: None,

@@ -112,12 +112,16 @@ where
             delete(kit, api, kind.name, &name).await?;
         }
     }
+    let sending = kit
+        .writes
+        .sending(current.and_then(|c| c.meta().uid.as_deref()));
     let stored = api
         .patch(&name, &patch_params(), &Patch::Apply(&want))
         .await
         .map_err(|err| Error::request("writing", described(&want, kind, api, &name), err))?;
     kit.metrics.write(kind.name, "apply");
     kit.writes.record(&stored);
+    drop(sending);
     Ok(stored)
 }
 

@@ -32,32 +32,36 @@ where
     if stored == Some(status) {
         return Ok(false);
     }
-    apply_status::<K, _>(kit, api, &object.name_any(), status).await?;
+    apply_status::<K, _>(kit, api, object, status).await?;
     Ok(true)
 }
 
-/// Sends `status` as the status of `K` named `name` through `api` (typed, or dynamic for kinds
-/// handled alike), by forced server-side apply, and counts the write.
+/// Sends `status` as the status of `object` (of kind `K`) through `api` (typed, or dynamic for
+/// kinds handled alike), by forced server-side apply, counts the write and records it, so that
+/// its echo triggers nothing.
 async fn apply_status<K, A>(
     kit: &Kit,
     api: &Api<A>,
-    name: &str,
+    object: &K,
     status: &impl Serialize,
 ) -> Result<()>
 where
     K: Resource<DynamicType = ()>,
     A: Resource + Clone + DeserializeOwned + Debug,
 {
+    let name = object.name_any();
     let body = serde_json::json!({
         "apiVersion": K::api_version(&()),
         "kind": K::kind(&()),
         "status": status,
     });
+    let sending = kit.writes.sending(object.meta().uid.as_deref());
     let stored = api
-        .patch_status(name, &patch_params(), &Patch::Apply(&body))
+        .patch_status(&name, &patch_params(), &Patch::Apply(&body))
         .await?;
     kit.metrics.write("status", "apply");
     kit.writes.record(&stored);
+    drop(sending);
     Ok(())
 }
 
@@ -103,7 +107,7 @@ where
         }
         None => Api::<DynamicObject>::all_with(kit.client.clone(), &resource),
     };
-    apply_status::<K, _>(kit, &api, &object.name_any(), &status).await
+    apply_status::<K, _>(kit, &api, object, &status).await
 }
 
 #[cfg(test)]

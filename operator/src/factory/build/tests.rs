@@ -9,7 +9,7 @@ use super::*;
 use crate::factory::placement::assign;
 use crate::factory::validate::validate;
 use crate::interned::{Labels, sym};
-use crate::nodes::{NodeMeta, NodeMetas};
+use crate::nodes::{NodeMeta, NodeMetas, NodeName};
 
 fn factory() -> ValidatedFactory {
     let factory: Factory =
@@ -33,16 +33,20 @@ fn nodes() -> NodeMetas {
         ("cpu", node("none")),
     ]
     .into_iter()
-    .map(|(name, meta)| (name.to_owned(), Arc::new(meta)))
+    .map(|(name, meta)| (name.into(), Arc::new(meta)))
     .collect()
+}
+
+fn names(nodes: &[NodeName]) -> Vec<&str> {
+    nodes.iter().map(AsRef::as_ref).collect()
 }
 
 #[test]
 fn pools_select_nodes_and_unlisted_nodes_are_unplaced() {
     let assignment = assign(&factory(), &nodes());
-    assert_eq!(assignment.members["h100"], ["a1", "a2"]);
-    assert_eq!(assignment.members["b200"], ["b1", "b2"]);
-    assert_eq!(assignment.unplaced, ["b2"]);
+    assert_eq!(names(&assignment.members["h100"]), ["a1", "a2"]);
+    assert_eq!(names(&assignment.members["b200"]), ["b1", "b2"]);
+    assert_eq!(names(&assignment.unplaced), ["b2"]);
     let a1 = &assignment.desired["a1"];
     assert_eq!(&a1.labels[labels::MIG_CONFIG], "all-1g.10gb");
     assert_eq!(&a1.labels[labels::SCALABLE_UNIT], "su01");
@@ -73,7 +77,7 @@ fn multi_node_nvlink_puts_every_node_in_an_nvlink_domain() {
     let mut nodes = nodes();
     let mut tray = node("b200");
     tray.labels = tray.labels.with([(labels::GPU_CLIQUE, "uuid.3")]);
-    nodes.insert("b1".to_owned(), Arc::new(tray));
+    nodes.insert("b1".into(), Arc::new(tray));
     let assignment = assign(&factory, &nodes);
     // A tray's domain is its clique, also as Topograph's accelerator domain.
     let b1 = &assignment.desired["b1"].labels;
@@ -99,7 +103,7 @@ fn a_node_matching_two_pools_is_reported_not_labelled() {
     let mut factory = factory();
     factory.spec.gpu_pools[1].node_selector = BTreeMap::new();
     let assignment = assign(&factory, &nodes);
-    assert!(assignment.conflicts["h100"].contains(&"both".to_owned()));
+    assert!(names(&assignment.conflicts["h100"]).contains(&"both"));
     assert!(!assignment.desired.contains_key("both"));
 }
 
@@ -155,7 +159,7 @@ fn a_gigafactorys_topology_fits_in_one_config_map() {
                 labels,
                 ..NodeMeta::default()
             };
-            (format!("gb200-tray-{i:05}"), Arc::new(meta))
+            (format!("gb200-tray-{i:05}").into(), Arc::new(meta))
         })
         .collect();
     let mut factory: Factory =
