@@ -463,7 +463,7 @@ async fn main() -> anyhow::Result<()> {
     let operator_bin: PathBuf = std::env::args()
         .nth(2)
         .map(PathBuf::from)
-        .unwrap_or_else(|| repo_root().join("target/release/fabbrica-operator"));
+        .unwrap_or_else(|| repo_root().join("target/dist/fabbrica-operator"));
     let steady_for =
         Duration::from_secs_f64(seconds_from_env("FABBRICA_BENCH_STEADY_SECONDS", 600.0));
     // The simulated kubelets' settings, as `tests/control-plane` gave them to kwok.
