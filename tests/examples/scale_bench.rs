@@ -8,11 +8,12 @@
 //! operator's from one client, then the operator binary started with the Factory
 //! declared, until every pool is ready (its peak RSS, API requests and writes);
 //! between runs the operator is stopped and its writes taken back. After the last
-//! run it measures a steady state under heartbeats (600 s, or
-//! `FABBRICA_BENCH_STEADY_SECONDS`): the operator's requests, writes and CPU; and at
-//! last, as many times as there were runs, how soon a Node going NotReady, losing a
-//! GPU or gaining the pool's label shows in the Factory's status. Figures are
-//! printed as the median and each value. Run it through `tests/bench-operator`.
+//! run it measures the steady state under heartbeats, as many windows of 600 s
+//! (`FABBRICA_BENCH_STEADY_SECONDS`) as there were runs (`FABBRICA_BENCH_STEADY_RUNS`):
+//! the operator's requests, writes and CPU in each; and at last, as many times, how
+//! soon a Node going NotReady, losing a GPU or gaining the pool's label shows in the
+//! Factory's status. Figures are printed as the median and each value. Run it
+//! through `tests/bench-operator`.
 
 use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
@@ -23,11 +24,14 @@ use anyhow::Context;
 
 use fabbrica_crds::v1alpha1::{Factory, FactoryStatus, GpuSystem};
 use fabbrica_tests::{
-    client, gpu_node, install_crds, kubeconfig_path, kubectl, register_ready_node, repo_root,
-    site_labels,
+    KWOK_NODE_ANNOTATION, client, gpu_node, install_crds, kubeconfig_path, kubectl,
+    register_ready_node, repo_root, site_labels,
 };
 use futures::StreamExt;
+use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::api::core::v1::{Event, Node};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
+use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, ListParams, Patch, PatchParams};
 use serde_json::{Value, json};
 
@@ -47,11 +51,19 @@ fn pools(nodes: usize) -> [(&'static str, &'static str, usize, u32); 2] {
 /// The Node that joins no pool until the latency probe labels it.
 const SPARE: &str = "bench-spare";
 
+/// The training Node the latency probe's round `round` makes NotReady.
+fn probed(round: usize) -> String {
+    format!("bench-train-{:05}", 101 * round + 7)
+}
+
 /// Registers the Nodes as the integration tests do ([`register_gpu_node`]: kwok is their
 /// kubelet, they carry a DGX's CPU, memory and GPUs), 16 in flight; the MIG-shared Nodes
 /// advertise their 56 MIG instances as the GPU Operator's device plugin does. One spare
-/// training Node carries no pool label.
-async fn register_nodes(client: &kube::Client, nodes: usize) -> anyhow::Result<()> {
+/// training Node carries no pool label. The `probes` Nodes the latency probe makes NotReady
+/// have the benchmark for their kubelet instead ([`ProbeKubelet`]).
+async fn register_nodes(client: &kube::Client, nodes: usize, probes: usize) -> anyhow::Result<()> {
+    let probed: std::collections::HashSet<String> = (0..probes).map(probed).collect();
+    let probed = &probed;
     let api: Api<Node> = Api::all(client.clone());
     let mut specs: Vec<(String, Option<&str>, GpuSystem, u32, usize)> = pools(nodes)
         .into_iter()
@@ -77,7 +89,13 @@ async fn register_nodes(client: &kube::Client, nodes: usize) -> anyhow::Result<(
                 if let Some(pool) = pool {
                     labels.insert(POOL_LABEL.to_owned(), pool.to_owned());
                 }
-                let node = gpu_node(&name, system, u32::try_from(i / 18)?, labels)?;
+                let mut node = gpu_node(&name, system, u32::try_from(i / 18)?, labels)?;
+                if probed.contains(&name) {
+                    node.metadata.annotations.get_or_insert_default().insert(
+                        KWOK_NODE_ANNOTATION.to_owned(),
+                        ProbeKubelet::ANNOTATION.to_owned(),
+                    );
+                }
                 register_ready_node(&api, &node, &gpus.to_string()).await
             }
         })
@@ -87,6 +105,90 @@ async fn register_nodes(client: &kube::Client, nodes: usize) -> anyhow::Result<(
         .into_iter()
         .collect::<anyhow::Result<Vec<()>>>()?;
     Ok(())
+}
+
+/// The kubelet of the Nodes the latency probe makes NotReady: it reports them Ready or not and
+/// renews their leases (else the node lifecycle controller would mark them unknown). kwok plays
+/// every other Node; at 25,000 Nodes its queue runs minutes behind, and a Node it was asked to
+/// fail (its chaos stage) went NotReady minutes later, while one whose Ready condition another
+/// writer changed was set back by kwok's own pending heartbeat at a time no probe could know.
+/// A kubelet reporting its Node NotReady writes that condition, as this one does.
+struct ProbeKubelet {
+    nodes: Api<Node>,
+    leases: Api<Lease>,
+    names: Vec<String>,
+    lease_seconds: i32,
+}
+
+impl ProbeKubelet {
+    /// The value of kwok's annotation on these Nodes: not kwok's, so kwok leaves them alone.
+    const ANNOTATION: &str = "scale-bench";
+
+    /// Reports `name` Ready or NotReady, as a kubelet does: its Ready condition, from now.
+    async fn report(&self, name: &str, ready: bool) -> anyhow::Result<()> {
+        let now = Timestamp::now().to_string();
+        let (status, reason) = if ready {
+            ("True", "KubeletReady")
+        } else {
+            ("False", "KubeletNotReady")
+        };
+        let condition = json!({"type": "Ready", "status": status, "reason": reason,
+            "message": format!("reported by the benchmark: {reason}"),
+            "lastHeartbeatTime": now, "lastTransitionTime": now});
+        let patch = json!({"status": {"conditions": [condition]}});
+        self.nodes
+            .patch_status(name, &PatchParams::default(), &Patch::Strategic(&patch))
+            .await?;
+        Ok(())
+    }
+
+    /// Renews every Node's lease (creating it the first time).
+    async fn renew(&self) -> anyhow::Result<()> {
+        let apply = PatchParams::apply("scale-bench-kubelet").force();
+        for name in &self.names {
+            let lease = Lease {
+                metadata: ObjectMeta {
+                    name: Some(name.clone()),
+                    ..ObjectMeta::default()
+                },
+                spec: Some(LeaseSpec {
+                    holder_identity: Some(name.clone()),
+                    lease_duration_seconds: Some(self.lease_seconds),
+                    renew_time: Some(MicroTime(Timestamp::now())),
+                    ..LeaseSpec::default()
+                }),
+            };
+            self.leases
+                .patch(name, &apply, &Patch::Apply(&lease))
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Reports every Node Ready, then renews the leases a quarter of their duration apart for
+    /// as long as the benchmark runs.
+    async fn start(self) -> anyhow::Result<std::sync::Arc<Self>> {
+        for name in &self.names {
+            self.report(name, true).await?;
+        }
+        self.renew().await?;
+        let kubelet = std::sync::Arc::new(self);
+        let renewing = std::sync::Arc::clone(&kubelet);
+        tokio::spawn(async move {
+            let every = Duration::from_secs(
+                u64::try_from(renewing.lease_seconds / 4)
+                    .unwrap_or(10)
+                    .max(1),
+            );
+            loop {
+                tokio::time::sleep(every).await;
+                if let Err(error) = renewing.renew().await {
+                    eprintln!("renewing the probed Nodes' leases: {error:#}");
+                }
+            }
+        });
+        Ok(kubelet)
+    }
 }
 
 fn is_ready(node: &Node) -> bool {
@@ -345,6 +447,15 @@ fn seconds_from_env(name: &str, default: f64) -> f64 {
         .unwrap_or(default)
 }
 
+/// A count from an environment variable (at least 1), or `default`.
+fn count_from_env(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+        .max(1)
+}
+
 /// Polls the Factory's status every 20 ms until `shows` holds of it; the time since `since`.
 async fn shown_after(
     factories: &Api<Factory>,
@@ -381,12 +492,13 @@ fn train(status: &FactoryStatus) -> (u32, u32, u64) {
 }
 
 /// How long, in ms, until each of three changes of a Node shows in the Factory's status (and
-/// until its undoing does), `rounds` times each: a Node going NotReady (timed from when the API
-/// server shows it NotReady; kwok's chaos stage makes it so), losing a GPU from its allocatable
-/// resources and a spare Node gaining the pool's label (both timed from the write).
+/// until its undoing does), `rounds` times each, each timed from its write: a Node reported
+/// NotReady by its kubelet (the [`ProbeKubelet`]), losing a GPU from its allocatable resources
+/// and a spare Node gaining the pool's label.
 async fn latencies(
     client: &kube::Client,
     factories: &Api<Factory>,
+    kubelet: &ProbeKubelet,
     rounds: usize,
 ) -> anyhow::Result<Vec<(&'static str, Vec<u128>)>> {
     let nodes: Api<Node> = Api::all(client.clone());
@@ -403,30 +515,14 @@ async fn latencies(
         ("Node loses it", Vec::new()),
     ];
     for round in 0..rounds {
-        let name = format!("bench-train-{:05}", 101 * round + 7);
-        let not_ready = "node-not-ready.stage.kwok.x-k8s.io";
-        nodes
-            .patch(&name, &merge, &Patch::Merge(label(not_ready, Some("true"))))
-            .await?;
-        let since = loop {
-            if !is_ready(&nodes.get(&name).await?) {
-                break Instant::now();
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        };
-        let shown = shown_after(factories, since, |s| train(s).1 == ready - 1).await?;
-        probes[0].1.push(shown.as_millis());
-        nodes
-            .patch(&name, &merge, &Patch::Merge(label(not_ready, None)))
-            .await?;
-        let since = loop {
-            if is_ready(&nodes.get(&name).await?) {
-                break Instant::now();
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        };
-        let shown = shown_after(factories, since, |s| train(s).1 == ready).await?;
-        probes[1].1.push(shown.as_millis());
+        let name = probed(round);
+        for (i, (is_ready, expected)) in [(false, ready - 1), (true, ready)].into_iter().enumerate()
+        {
+            let since = Instant::now();
+            kubelet.report(&name, is_ready).await?;
+            let shown = shown_after(factories, since, |s| train(s).1 == expected).await?;
+            probes[i].1.push(shown.as_millis());
+        }
 
         for (i, (left, expected)) in [(7, gpus - 1), (8, gpus)].into_iter().enumerate() {
             let since = Instant::now();
@@ -488,9 +584,20 @@ async fn main() -> anyhow::Result<()> {
         "--serviceaccount=fabbrica-system:fabbrica-operator",
     ]);
 
+    let runs = count_from_env("FABBRICA_BENCH_RUNS", 5);
+    let steady_runs = count_from_env("FABBRICA_BENCH_STEADY_RUNS", runs);
     eprintln!("registering {nodes} nodes ...");
     let started = Instant::now();
-    register_nodes(&client, nodes).await?;
+    register_nodes(&client, nodes, steady_runs).await?;
+    let kubelet = ProbeKubelet {
+        nodes: Api::all(client.clone()),
+        leases: Api::namespaced(client.clone(), "kube-node-lease"),
+        names: (0..steady_runs).map(probed).collect(),
+        #[allow(clippy::cast_possible_truncation)]
+        lease_seconds: (lease_renewal * 4.0) as i32,
+    }
+    .start()
+    .await?;
     eprintln!("registered in {:.1} s", started.elapsed().as_secs_f64());
     until_ready(&client, nodes).await?;
     eprintln!(
@@ -514,7 +621,6 @@ async fn main() -> anyhow::Result<()> {
         alone_rates.0, alone_rates.1
     );
 
-    let runs = seconds_from_env("FABBRICA_BENCH_RUNS", 5.0).max(1.0) as usize;
     let factories: Api<Factory> = Api::all(client.clone());
     let mut results = Vec::new();
     let mut operator = None;
@@ -537,29 +643,28 @@ async fn main() -> anyhow::Result<()> {
         }
     }
     let operator = operator.context("at least one run")?;
-    let audit_end = std::fs::metadata(&audit)?.len();
-
-    eprintln!("steady state for {:.0} s ...", steady_for.as_secs_f64());
-    loads.push(("steady state".into(), load_average()));
-    let operator_cpu_before = cpu_seconds(operator.id()).unwrap_or_default();
-    let (status_before, leases_before) = heartbeat_writes()?;
-    let window = Instant::now();
-    tokio::time::sleep(steady_for).await;
-    let (status_after, leases_after) = heartbeat_writes()?;
-    let steady_secs = window.elapsed().as_secs_f64();
-    let steady_cpu = cpu_seconds(operator.id()).unwrap_or_default() - operator_cpu_before;
-    let steady = audit_counts(&audit, audit_end)?;
-    for write in &steady.writes {
-        eprintln!("write in steady state: {write}");
+    let mut steady = Vec::new();
+    for window in 1..=steady_runs {
+        eprintln!(
+            "steady state {window} of {steady_runs} for {:.0} s ...",
+            steady_for.as_secs_f64()
+        );
+        loads.push((format!("steady state {window}"), load_average()));
+        let measured = steady_once(&audit, operator.id(), steady_for).await?;
+        for write in &measured.writes {
+            eprintln!("write in steady state: {write}");
+        }
+        eprintln!(
+            "steady state {window}: {} writes, {:.2} % of a core, {:.1} ms per 1,000 Node updates",
+            measured.writes.len(),
+            measured.core_percent(),
+            measured.ms_per_thousand()
+        );
+        steady.push(measured);
     }
-    let node_updates = status_after - status_before;
-    let steady_rates = (
-        node_updates / steady_secs,
-        (leases_after - leases_before) / steady_secs,
-    );
     loads.push(("end of steady state".into(), load_average()));
     eprintln!("probing how soon Node changes show in the status ...");
-    let probes = latencies(&client, &factories, runs).await?;
+    let probes = latencies(&client, &factories, &kubelet, steady_runs).await?;
     let rss_at_end = peak_rss_mib(operator.id());
     stop(operator, &state)?;
 
@@ -617,19 +722,35 @@ async fn main() -> anyhow::Result<()> {
         median_of(&|r| r.writes as f64),
         each(&|r| format!("{} / {}", r.requests, r.writes))
     );
+    let steady_median = |f: &dyn Fn(&Steady) -> f64| median(steady.iter().map(f).collect());
+    let steady_each =
+        |f: &dyn Fn(&Steady) -> String| steady.iter().map(f).collect::<Vec<_>>().join(" / ");
     println!(
-        "| steady state: Node status writes / lease writes | {:.0}/s / {:.0}/s over {steady_secs:.0} s | |",
-        steady_rates.0, steady_rates.1
+        "| steady state ({steady_runs} windows of {:.0} s): Node status writes / lease writes | {:.0}/s / {:.0}/s | {} |",
+        steady_for.as_secs_f64(),
+        steady_median(&|w| w.node_updates / w.seconds),
+        steady_median(&|w| w.lease_updates / w.seconds),
+        steady_each(&|w| format!(
+            "{:.0} / {:.0}",
+            w.node_updates / w.seconds,
+            w.lease_updates / w.seconds
+        ))
     );
     println!(
-        "| steady state: operator API requests / writes | {} / {} | |",
-        steady.requests,
-        steady.writes.len()
+        "| steady state: operator API requests / writes | {:.0} / {:.0} | {} |",
+        steady_median(&|w| w.requests as f64),
+        steady_median(&|w| w.writes.len() as f64),
+        steady_each(&|w| format!("{} / {}", w.requests, w.writes.len()))
     );
     println!(
-        "| steady state: operator CPU | {steady_cpu:.2} s, {:.2} % of a core, {:.1} ms per 1,000 Node updates ({node_updates:.0} updates) | |",
-        100.0 * steady_cpu / steady_secs,
-        1000.0 * steady_cpu / (node_updates / 1000.0).max(f64::MIN_POSITIVE)
+        "| steady state: operator CPU, % of a core | {:.2} % | {} |",
+        steady_median(&Steady::core_percent),
+        steady_each(&|w| format!("{:.2}", w.core_percent()))
+    );
+    println!(
+        "| steady state: operator CPU per 1,000 Node updates | {:.1} ms | {} |",
+        steady_median(&Steady::ms_per_thousand),
+        steady_each(&|w| format!("{:.1}", w.ms_per_thousand()))
     );
     for (change, ms) in &probes {
         let all: Vec<String> = ms.iter().map(u128::to_string).collect();
@@ -652,6 +773,48 @@ fn median(mut values: Vec<f64>) -> f64 {
         n if n % 2 == 1 => values[n / 2],
         n => f64::midpoint(values[n / 2 - 1], values[n / 2]),
     }
+}
+
+/// One window of the steady state: heartbeats only, the operator left running.
+struct Steady {
+    seconds: f64,
+    node_updates: f64,
+    lease_updates: f64,
+    /// The operator's CPU seconds.
+    cpu: f64,
+    requests: usize,
+    writes: Vec<String>,
+}
+
+impl Steady {
+    fn core_percent(&self) -> f64 {
+        100.0 * self.cpu / self.seconds
+    }
+
+    fn ms_per_thousand(&self) -> f64 {
+        1000.0 * self.cpu / (self.node_updates / 1000.0).max(f64::MIN_POSITIVE)
+    }
+}
+
+/// Measures `length` of steady state: the heartbeats, the operator's CPU and its requests.
+async fn steady_once(audit: &Path, operator: u32, length: Duration) -> anyhow::Result<Steady> {
+    let audit_from = std::fs::metadata(audit)?.len();
+    let cpu_before = cpu_seconds(operator).unwrap_or_default();
+    let (status_before, leases_before) = heartbeat_writes()?;
+    let window = Instant::now();
+    tokio::time::sleep(length).await;
+    let (status_after, leases_after) = heartbeat_writes()?;
+    let seconds = window.elapsed().as_secs_f64();
+    let cpu = cpu_seconds(operator).unwrap_or_default() - cpu_before;
+    let counts = audit_counts(audit, audit_from)?;
+    Ok(Steady {
+        seconds,
+        node_updates: status_after - status_before,
+        lease_updates: leases_after - leases_before,
+        cpu,
+        requests: counts.requests,
+        writes: counts.writes,
+    })
 }
 
 /// One run: the plain loop, then the operator from its start to every pool ready.
