@@ -724,7 +724,7 @@ async fn main() -> anyhow::Result<()> {
     );
     let steady_median = |f: &dyn Fn(&Steady) -> f64| median(steady.iter().map(f).collect());
     let steady_each =
-        |f: &dyn Fn(&Steady) -> String| steady.iter().map(f).collect::<Vec<_>>().join(" / ");
+        |f: &dyn Fn(&Steady) -> String| steady.iter().map(f).collect::<Vec<_>>().join("; ");
     println!(
         "| steady state ({steady_runs} windows of {:.0} s): Node status writes / lease writes | {:.0}/s / {:.0}/s | {} |",
         steady_for.as_secs_f64(),
