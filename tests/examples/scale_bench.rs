@@ -59,11 +59,13 @@ fn probed(round: usize) -> String {
 /// Registers the Nodes as the integration tests do ([`register_gpu_node`]: kwok is their
 /// kubelet, they carry a DGX's CPU, memory and GPUs), 16 in flight; the MIG-shared Nodes
 /// advertise their 56 MIG instances as the GPU Operator's device plugin does. One spare
-/// training Node carries no pool label. The `probes` Nodes the latency probe makes NotReady
-/// have the benchmark for their kubelet instead ([`ProbeKubelet`]).
-async fn register_nodes(client: &kube::Client, nodes: usize, probes: usize) -> anyhow::Result<()> {
-    let probed: std::collections::HashSet<String> = (0..probes).map(probed).collect();
-    let probed = &probed;
+/// training Node carries no pool label. The `probed` Nodes, those the latency probe makes
+/// NotReady, have the benchmark for their kubelet instead ([`ProbeKubelet`]).
+async fn register_nodes(
+    client: &kube::Client,
+    nodes: usize,
+    probed: &[String],
+) -> anyhow::Result<()> {
     let api: Api<Node> = Api::all(client.clone());
     let mut specs: Vec<(String, Option<&str>, GpuSystem, u32, usize)> = pools(nodes)
         .into_iter()
@@ -563,7 +565,8 @@ async fn main() -> anyhow::Result<()> {
     let steady_for =
         Duration::from_secs_f64(seconds_from_env("FABBRICA_BENCH_STEADY_SECONDS", 600.0));
     // The simulated kubelets' settings, as `tests/control-plane` gave them to kwok.
-    let lease_renewal = seconds_from_env("FABBRICA_KWOK_LEASE_SECONDS", 40.0) / 4.0;
+    let lease_seconds = seconds_from_env("FABBRICA_KWOK_LEASE_SECONDS", 40.0);
+    let lease_renewal = lease_seconds / 4.0;
     let status_every = seconds_from_env("FABBRICA_KWOK_STATUS_SECONDS", 600.0);
     let mut loads = vec![("start".to_owned(), load_average())];
     let state = kubeconfig_path()
@@ -588,16 +591,15 @@ async fn main() -> anyhow::Result<()> {
     let steady_runs = count_from_env("FABBRICA_BENCH_STEADY_RUNS", runs);
     eprintln!("registering {nodes} nodes ...");
     let started = Instant::now();
-    register_nodes(&client, nodes, steady_runs).await?;
     let kubelet = ProbeKubelet {
         nodes: Api::all(client.clone()),
         leases: Api::namespaced(client.clone(), "kube-node-lease"),
         names: (0..steady_runs).map(probed).collect(),
         #[allow(clippy::cast_possible_truncation)]
-        lease_seconds: (lease_renewal * 4.0) as i32,
-    }
-    .start()
-    .await?;
+        lease_seconds: lease_seconds as i32,
+    };
+    register_nodes(&client, nodes, &kubelet.names).await?;
+    let kubelet = kubelet.start().await?;
     eprintln!("registered in {:.1} s", started.elapsed().as_secs_f64());
     until_ready(&client, nodes).await?;
     eprintln!(
@@ -607,15 +609,7 @@ async fn main() -> anyhow::Result<()> {
     // The heartbeats alone, once every Node has had the time for its first status report.
     let settle = Duration::from_secs_f64(status_every.min(60.0));
     tokio::time::sleep(settle).await;
-    let (status_before, leases_before) = heartbeat_writes()?;
-    let window = Instant::now();
-    tokio::time::sleep(Duration::from_secs(30)).await;
-    let (status_after, leases_after) = heartbeat_writes()?;
-    let alone = window.elapsed().as_secs_f64();
-    let alone_rates = (
-        (status_after - status_before) / alone,
-        (leases_after - leases_before) / alone,
-    );
+    let alone_rates = Heartbeats::over(Duration::from_secs(30)).await?.rates();
     eprintln!(
         "heartbeats alone: {:.0} Node status writes/s, {:.0} lease writes/s",
         alone_rates.0, alone_rates.1
@@ -728,13 +722,12 @@ async fn main() -> anyhow::Result<()> {
     println!(
         "| steady state ({steady_runs} windows of {:.0} s): Node status writes / lease writes | {:.0}/s / {:.0}/s | {} |",
         steady_for.as_secs_f64(),
-        steady_median(&|w| w.node_updates / w.seconds),
-        steady_median(&|w| w.lease_updates / w.seconds),
-        steady_each(&|w| format!(
-            "{:.0} / {:.0}",
-            w.node_updates / w.seconds,
-            w.lease_updates / w.seconds
-        ))
+        steady_median(&|w| w.heartbeats.rates().0),
+        steady_median(&|w| w.heartbeats.rates().1),
+        steady_each(&|w| {
+            let (status, leases) = w.heartbeats.rates();
+            format!("{status:.0} / {leases:.0}")
+        })
     );
     println!(
         "| steady state: operator API requests / writes | {:.0} / {:.0} | {} |",
@@ -775,11 +768,39 @@ fn median(mut values: Vec<f64>) -> f64 {
     }
 }
 
-/// One window of the steady state: heartbeats only, the operator left running.
-struct Steady {
+/// The Node status and lease writes the API server answered over a window.
+struct Heartbeats {
     seconds: f64,
     node_updates: f64,
     lease_updates: f64,
+}
+
+impl Heartbeats {
+    /// Counts them over the next `length`.
+    async fn over(length: Duration) -> anyhow::Result<Self> {
+        let (status_before, leases_before) = heartbeat_writes()?;
+        let window = Instant::now();
+        tokio::time::sleep(length).await;
+        let (status_after, leases_after) = heartbeat_writes()?;
+        Ok(Heartbeats {
+            seconds: window.elapsed().as_secs_f64(),
+            node_updates: status_after - status_before,
+            lease_updates: leases_after - leases_before,
+        })
+    }
+
+    /// Node status writes and lease writes a second.
+    fn rates(&self) -> (f64, f64) {
+        (
+            self.node_updates / self.seconds,
+            self.lease_updates / self.seconds,
+        )
+    }
+}
+
+/// One window of the steady state: heartbeats only, the operator left running.
+struct Steady {
+    heartbeats: Heartbeats,
     /// The operator's CPU seconds.
     cpu: f64,
     requests: usize,
@@ -788,11 +809,11 @@ struct Steady {
 
 impl Steady {
     fn core_percent(&self) -> f64 {
-        100.0 * self.cpu / self.seconds
+        100.0 * self.cpu / self.heartbeats.seconds
     }
 
     fn ms_per_thousand(&self) -> f64 {
-        1000.0 * self.cpu / (self.node_updates / 1000.0).max(f64::MIN_POSITIVE)
+        1000.0 * self.cpu / (self.heartbeats.node_updates / 1000.0).max(f64::MIN_POSITIVE)
     }
 }
 
@@ -800,17 +821,11 @@ impl Steady {
 async fn steady_once(audit: &Path, operator: u32, length: Duration) -> anyhow::Result<Steady> {
     let audit_from = std::fs::metadata(audit)?.len();
     let cpu_before = cpu_seconds(operator).unwrap_or_default();
-    let (status_before, leases_before) = heartbeat_writes()?;
-    let window = Instant::now();
-    tokio::time::sleep(length).await;
-    let (status_after, leases_after) = heartbeat_writes()?;
-    let seconds = window.elapsed().as_secs_f64();
+    let heartbeats = Heartbeats::over(length).await?;
     let cpu = cpu_seconds(operator).unwrap_or_default() - cpu_before;
     let counts = audit_counts(audit, audit_from)?;
     Ok(Steady {
-        seconds,
-        node_updates: status_after - status_before,
-        lease_updates: leases_after - leases_before,
+        heartbeats,
         cpu,
         requests: counts.requests,
         writes: counts.writes,
