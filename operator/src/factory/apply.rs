@@ -220,21 +220,13 @@ async fn write_node(
     name: &str,
     desired: Option<&DesiredNode>,
 ) -> Result<u32> {
-    let planned_now = match ctx.nodes.node(name) {
-        None => return Ok(0),
-        Some((meta, facts)) => match plan_node(desired, &meta, facts.as_deref()) {
-            NodeChange::None => return Ok(0),
-            NodeChange::NeedsFacts => None,
-            NodeChange::Apply(change) => Some(PlannedWrite {
-                name: name.to_owned(),
-                change,
-                facts,
-            }),
-        },
+    let Some((meta, facts)) = ctx.nodes.node(name) else {
+        return Ok(0);
     };
-    let mut write = match planned_now {
-        Some(write) => write,
-        None => match read_again(api, name.to_owned(), desired).await? {
+    let mut write = match planned(name, desired, &meta, facts) {
+        Planned::Nothing => return Ok(0),
+        Planned::Write(write) => write,
+        Planned::NeedsRead => match read_again(api, name, desired).await? {
             Some(write) => write,
             None => return Ok(0),
         },
@@ -244,7 +236,7 @@ async fn write_node(
         match send_node(ctx, api, &write, desired).await {
             Err(Error::NodeConflict(name)) if conflicts + 1 < NODE_ATTEMPTS => {
                 conflicts += 1;
-                match read_again(api, name, desired).await? {
+                match read_again(api, &name, desired).await? {
                     Some(again) => write = again,
                     None => return Ok(conflicts),
                 }
@@ -258,12 +250,16 @@ async fn write_node(
 /// `None` when it needs nothing (or is gone).
 async fn read_again(
     api: &Api<Node>,
-    name: String,
+    name: &str,
     desired: Option<&DesiredNode>,
 ) -> Result<Option<PlannedWrite>> {
-    Ok(read_node(api, &name)
-        .await?
-        .and_then(|(meta, facts)| planned(name, desired, &meta, facts)))
+    let read = read_node(api, name).await?;
+    Ok(read.and_then(
+        |(meta, facts)| match planned(name, desired, &meta, Some(Arc::new(facts))) {
+            Planned::Write(write) => Some(write),
+            Planned::Nothing | Planned::NeedsRead => None,
+        },
+    ))
 }
 
 /// Reads one Node, projected to what planning needs; `None` when it is gone.
@@ -280,20 +276,31 @@ async fn read_node(api: &Api<Node>, name: &str) -> Result<Option<(NodeMeta, Node
     }))
 }
 
-/// The write a Node read just now needs, if any.
+/// What a Node needs, planned from what is known of it.
+enum Planned {
+    /// Nothing: it is as the Factory wants it.
+    Nothing,
+    /// A write that depends on facts not known yet: read the Node first.
+    NeedsRead,
+    /// This write.
+    Write(PlannedWrite),
+}
+
+/// Plans the Node `name` from its selection view and, when known, its facts.
 fn planned(
-    name: String,
+    name: &str,
     desired: Option<&DesiredNode>,
     meta: &NodeMeta,
-    facts: NodeFacts,
-) -> Option<PlannedWrite> {
-    match plan_node(desired, meta, Some(&facts)) {
-        NodeChange::Apply(change) => Some(PlannedWrite {
-            name,
+    facts: Option<Arc<NodeFacts>>,
+) -> Planned {
+    match plan_node(desired, meta, facts.as_deref()) {
+        NodeChange::None => Planned::Nothing,
+        NodeChange::NeedsFacts => Planned::NeedsRead,
+        NodeChange::Apply(change) => Planned::Write(PlannedWrite {
+            name: name.to_owned(),
             change,
-            facts: Some(Arc::new(facts)),
+            facts,
         }),
-        NodeChange::None | NodeChange::NeedsFacts => None,
     }
 }
 
