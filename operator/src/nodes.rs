@@ -12,9 +12,10 @@
 //!   instead of listing them first (a list of many pages is one snapshot: by its last page a
 //!   heartbeat has changed most Nodes, and each write from it would meet a conflict).
 //!
-//! Every change of the selection, and every change of a managed Node's facts (not every event: a
-//! kubelet heartbeat that changes nothing fabbrica reads is ignored), sends a trigger that
-//! reconciles the Factories.
+//! The watch is read in gathers: all that has arrived, then a rest (see `REST`). A gather in
+//! which the selection changed, or a managed Node's facts did (not every event: a kubelet
+//! heartbeat that changes nothing fabbrica reads is ignored), sends one trigger that reconciles
+//! the Factories.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
