@@ -122,18 +122,18 @@ impl NodeMeta {
 
 /// What one server-side-apply entry of fabbrica's (its `fieldsV1`) owns of a Node.
 #[derive(Debug, Default)]
-pub struct Ownership {
+struct Ownership {
     /// Label keys.
-    pub labels: Vec<String>,
+    labels: Vec<String>,
     /// Whether [`TAINTS_ANNOTATION`] is among them.
-    pub taint_record: bool,
+    taint_record: bool,
     /// Whether `spec.taints` is.
-    pub taints: bool,
+    taints: bool,
 }
 
 impl Ownership {
     /// Reads a `fieldsV1` tree.
-    pub fn of(fields: &serde_json::Value) -> Self {
+    fn of(fields: &serde_json::Value) -> Self {
         let metadata = fields.get("f:metadata");
         let labels = metadata
             .and_then(|m| m.get("f:labels"))

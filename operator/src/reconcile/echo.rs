@@ -117,7 +117,7 @@ impl OwnWrites {
     }
 
     /// [`Self::is_echo`] of the object version `seen`, once no announced write of that object
-    /// is in flight (waiting at most [`SETTLE`]).
+    /// is in flight (waiting at most `SETTLE`).
     pub async fn settled_echo(&self, seen: Option<ObjectVersion>) -> bool {
         let Some(seen) = seen else {
             return false;
