@@ -466,6 +466,7 @@ async fn drive(
 ) {
     let mut stream = std::pin::pin!(stream);
     let mut listing = false;
+    let mut ended = false;
     while let Some(first) = stream.next().await {
         let mut changed = false;
         let mut next = Some(first);
@@ -482,15 +483,13 @@ async fn drive(
             next = match tokio::time::timeout(GAP, stream.next()).await {
                 Ok(Some(event)) => Some(event),
                 Ok(None) => {
-                    if changed {
-                        let _ = trigger.unbounded_send(());
-                    }
-                    return;
+                    ended = true;
+                    None
                 }
                 Err(_) => None,
             };
         }
-        if changed && trigger.unbounded_send(()).is_err() {
+        if (changed && trigger.unbounded_send(()).is_err()) || ended {
             return;
         }
         if !listing {
