@@ -12,7 +12,8 @@
 //!   instead of listing them first (a list of many pages is one snapshot: by its last page a
 //!   heartbeat has changed most Nodes, and each write from it would meet a conflict).
 //!
-//! The watch is read in gathers: all that has arrived, then a rest (see `REST`). A gather in
+//! The watch is read in gathers: all that has arrived, then a rest (see `REST` and `BACKLOG`: never
+//! so long that the API server waits on this watch). A gather in
 //! which the selection changed, or a managed Node's facts did (not every event: a kubelet
 //! heartbeat that changes nothing fabbrica reads is ignored), sends one trigger that reconciles
 //! the Factories.
@@ -446,19 +447,36 @@ impl NodeIndex {
     }
 }
 
-/// How long the Node watch rests after a gather. While it rests, reports wait in the connection's
-/// buffers, and the next gather reads them with a few wakeups, reads and decryptions instead of one
-/// of each for every report: at a gigafactory's rate of status reports, those per-report costs,
-/// not the parsing, were most of the operator's steady-state CPU. A change shows that much later.
+/// The longest the Node watch rests after a gather. While it rests, reports wait in the
+/// connection's buffers, and the next gather reads them with a few wakeups, reads and decryptions
+/// instead of one of each for every report: at a gigafactory's rate of status reports, those
+/// per-report costs, not the parsing, were most of the operator's steady-state CPU. A change shows
+/// that much later.
 const REST: Duration = Duration::from_millis(100);
+
+/// About how many events may wait for the watch while it rests. The API server holds a watch's
+/// unread events in a short queue, and when that queue is full it waits for the reader, from a
+/// budget it shares with every other watch (50 ms a second); a watch still full when the budget is
+/// spent is closed. A rest that let events pile up would spend that budget, and the next slow
+/// watch closed would be another client's (at 25,000 Nodes, kwok's: it then listed every Node
+/// again, every few seconds, and slowed every write on the server). So the rest is as long as
+/// about this many events take to come, at the rate the last gather saw, and never longer than
+/// [`REST`].
+const BACKLOG: u32 = 8;
+
+/// The rest after a gather of `gathered` events that came during a rest of `rested` (and the
+/// gather itself): as long as [`BACKLOG`] events take at that rate, at most [`REST`].
+fn next_rest(rested: Duration, gathered: u32) -> Duration {
+    (rested * BACKLOG / gathered.max(1)).min(REST)
+}
 
 /// A gather goes on while the next event comes within this: a gather ends only when it has read
 /// everything that had arrived, so the watch never falls behind the reports however many come.
 const GAP: Duration = Duration::from_millis(1);
 
 /// Applies the Node watch to `index` in gathers: every event that has arrived, then one trigger if
-/// any of them changed what a reconcile sees, then a [`REST`] (not while listing: a list's pages
-/// come as fast as the API server serves them).
+/// any of them changed what a reconcile sees, then a rest (see [`next_rest`]; none while listing: a
+/// list's pages come as fast as the API server serves them).
 async fn drive(
     stream: impl Stream<Item = Result<Event<WatchedNode>, watcher::Error>>,
     index: Arc<NodeIndex>,
@@ -467,10 +485,13 @@ async fn drive(
     let mut stream = std::pin::pin!(stream);
     let mut listing = false;
     let mut ended = false;
+    let mut rest = REST;
     while let Some(first) = stream.next().await {
         let mut changed = false;
+        let mut gathered = 0;
         let mut next = Some(first);
         while let Some(event) = next.take() {
+            gathered += 1;
             match event {
                 Ok(event) => {
                     listing = matches!(event, Event::Init | Event::InitApply(_));
@@ -493,7 +514,8 @@ async fn drive(
             return;
         }
         if !listing {
-            tokio::time::sleep(REST).await;
+            rest = next_rest(rest, gathered);
+            tokio::time::sleep(rest).await;
         }
     }
 }
@@ -738,6 +760,45 @@ mod tests {
         triggers.next().await.expect("a trigger");
         assert_eq!(gpus(&index), 4);
         assert!(rested.elapsed() >= REST);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_busy_watch_rests_less_so_its_reports_never_pile_up() {
+        let index = Arc::new(NodeIndex::default());
+        let (events, stream) = futures::channel::mpsc::unbounded();
+        let (trigger, mut triggers) = futures::channel::mpsc::unbounded();
+        let send = |version, gpus| {
+            events
+                .unbounded_send(Ok(Event::Apply(report(version, gpus))))
+                .expect("drive is reading")
+        };
+        tokio::spawn(drive(stream, index.clone(), trigger));
+        events.unbounded_send(Ok(Event::Init)).expect("reading");
+        events.unbounded_send(Ok(Event::InitDone)).expect("reading");
+        triggers.next().await.expect("the list triggers");
+
+        // One report: the full rest follows.
+        send(1, 8);
+        triggers.next().await.expect("a trigger");
+        // Forty come during it: a burst five times the backlog, so the next rest is a fifth.
+        for version in 2..42 {
+            send(version, 7);
+        }
+        triggers.next().await.expect("a trigger");
+        let rested = tokio::time::Instant::now();
+        send(42, 6);
+        triggers.next().await.expect("a trigger");
+        assert!(
+            rested.elapsed() <= REST / 5 + GAP * 2,
+            "after a burst the rest is short: {:?}",
+            rested.elapsed()
+        );
+        // A quiet gather again: the rest grows back, never beyond REST.
+        let rested = tokio::time::Instant::now();
+        send(43, 5);
+        triggers.next().await.expect("a trigger");
+        assert!(rested.elapsed() >= REST && rested.elapsed() <= REST + GAP * 2);
+        assert_eq!(index.facts_of(["gpu-1"])["gpu-1"].gpus, 5);
     }
 
     #[test]
