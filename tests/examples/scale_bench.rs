@@ -6,7 +6,9 @@
 //! the rates `tests/control-plane` gave it. Measures those heartbeats alone, then
 //! runs five times (`FABBRICA_BENCH_RUNS`): a plain loop of writes like the
 //! operator's from one client, then the operator binary started with the Factory
-//! declared, until every pool is ready (its peak RSS, API requests and writes);
+//! declared, until every pool is ready (its peak RSS, API requests and writes),
+//! each phase started once kwok's Node watch has held for 30 s (and its restarts
+//! during the phase counted);
 //! between runs the operator is stopped and its writes taken back. After the last
 //! run it measures the steady state under heartbeats, as many windows of 600 s
 //! (`FABBRICA_BENCH_STEADY_SECONDS`) as there were runs (`FABBRICA_BENCH_STEADY_RUNS`):
@@ -408,6 +410,54 @@ fn audit_counts(audit: &Path, from: u64) -> anyhow::Result<AuditCounts> {
     Ok(counts)
 }
 
+/// How many times kwok started its Node watch in the audit log since `from` (a byte offset), and
+/// where the log ended. kwok watches from resourceVersion 0, so each start has the API server send
+/// it every Node again; when its watch cannot keep up, the API server closes it, and under a
+/// stream of writes one restart can follow another for minutes, slowing every write on the server.
+fn kwok_node_watches(audit: &Path, from: u64) -> anyhow::Result<(usize, u64)> {
+    let mut file = std::fs::File::open(audit)?;
+    let end = file.seek(SeekFrom::End(0))?;
+    file.seek(SeekFrom::Start(from))?;
+    let mut text = String::new();
+    file.read_to_string(&mut text)?;
+    let started = text
+        .lines()
+        .filter(|line| line.contains("\"kwok/") && line.contains("\"verb\":\"watch\""))
+        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+        .filter(|event| {
+            event["stage"] == "ResponseStarted" && event["objectRef"]["resource"] == "nodes"
+        })
+        .count();
+    Ok((started, end))
+}
+
+/// Waits until kwok's Node watch has held for [`CALM`], so that each timed phase starts as calm as
+/// the one it is compared with (restarts left over from the phase before slowed whichever came
+/// next); at most 15 minutes.
+async fn until_kwok_watch_holds(audit: &Path) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let (_, mut offset) = kwok_node_watches(audit, 0)?;
+    loop {
+        tokio::time::sleep(CALM).await;
+        let (restarts, end) = kwok_node_watches(audit, offset)?;
+        offset = end;
+        if restarts == 0 {
+            break;
+        }
+        eprintln!(
+            "kwok restarted its Node watch {restarts} times in {CALM:?}; waiting for it to hold"
+        );
+        anyhow::ensure!(
+            started.elapsed() < Duration::from_secs(900),
+            "kwok's Node watch did not hold for {CALM:?} within 15 minutes"
+        );
+    }
+    Ok(())
+}
+
+/// How long kwok's Node watch must hold before a timed phase.
+const CALM: Duration = Duration::from_secs(30);
+
 /// CPU time (user and system, all threads) a process has used, in seconds. `/proc/PID/stat`
 /// counts it in USER_HZ ticks, 100 a second on Linux.
 fn cpu_seconds(pid: u32) -> Option<f64> {
@@ -622,11 +672,13 @@ async fn main() -> anyhow::Result<()> {
         loads.push((format!("run {run}"), load_average()));
         let (result, child) = converge_once(&client, &state, &audit, &operator_bin, nodes).await?;
         eprintln!(
-            "run {run} of {runs}: plain loop {:.1} s, operator {:.1} s, ratio {:.2}, peak RSS {}",
+            "run {run} of {runs}: plain loop {:.1} s, operator {:.1} s, ratio {:.2}, peak RSS {}, kwok Node watch restarts {} / {}",
             result.plain.as_secs_f64(),
             result.converged.as_secs_f64(),
             result.ratio(),
             result.rss.map_or("n/a".into(), |m| format!("{m:.0} MiB")),
+            result.plain_kwok_restarts,
+            result.kwok_restarts,
         );
         results.push(result);
         if run == runs {
@@ -689,6 +741,12 @@ async fn main() -> anyhow::Result<()> {
         "| ratio to the plain loop of the same run | {:.2} | {} |",
         median_of(&|r| r.ratio()),
         each(&|r| format!("{:.2}", r.ratio()))
+    );
+    println!(
+        "| kwok's Node watch restarted: plain loop / operator to ready | {:.0} / {:.0} | {} |",
+        median_of(&|r| r.plain_kwok_restarts as f64),
+        median_of(&|r| r.kwok_restarts as f64),
+        each(&|r| format!("{} / {}", r.plain_kwok_restarts, r.kwok_restarts))
     );
     println!(
         "| operator peak RSS at convergence | {:.0} MiB | {} |",
@@ -843,6 +901,9 @@ struct Converged {
     operator_cpu: Option<f64>,
     requests: usize,
     writes: usize,
+    /// kwok's Node watch restarts during the plain loop and during the operator's convergence.
+    plain_kwok_restarts: usize,
+    kwok_restarts: usize,
 }
 
 impl Converged {
@@ -861,9 +922,12 @@ async fn converge_once(
     operator_bin: &Path,
     nodes: usize,
 ) -> anyhow::Result<(Converged, std::process::Child)> {
+    until_kwok_watch_holds(audit).await?;
+    let (_, kwok_offset) = kwok_node_watches(audit, 0)?;
     let cpu_before = control_plane_cpu(state);
     let (patched, plain) = plain_patch_loop(client, baseline_write).await?;
     let plain_server_cpu = control_plane_cpu(state) - cpu_before;
+    let (plain_kwok_restarts, _) = kwok_node_watches(audit, kwok_offset)?;
     eprintln!(
         "plain loop: {patched} node writes in {:.1} s",
         plain.as_secs_f64()
@@ -884,6 +948,7 @@ async fn converge_once(
             &Patch::Apply(&spec),
         )
         .await?;
+    until_kwok_watch_holds(audit).await?;
     let offset = audit_counts(audit, 0)?.end;
     let cpu_before = control_plane_cpu(state);
     let started = Instant::now();
@@ -952,6 +1017,7 @@ async fn converge_once(
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let converging = audit_counts(audit, offset)?;
+    let (kwok_restarts, _) = kwok_node_watches(audit, offset)?;
     eprintln!("converged in {:.1} s", converged.as_secs_f64());
     Ok((
         Converged {
@@ -963,6 +1029,8 @@ async fn converge_once(
             operator_cpu,
             requests: converging.requests,
             writes: converging.writes.len(),
+            plain_kwok_restarts,
+            kwok_restarts,
         },
         operator,
     ))
