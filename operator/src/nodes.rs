@@ -12,8 +12,8 @@
 //!   instead of listing them first (a list of many pages is one snapshot: by its last page a
 //!   heartbeat has changed most Nodes, and each write from it would meet a conflict).
 //!
-//! The watch is read in gathers: all that has arrived, then a rest (see `REST` and `BACKLOG`: never
-//! so long that the API server waits on this watch). A gather in
+//! The watch is read in gathers: all that has arrived, then a rest (see `REST` and `BACKLOG`: short
+//! enough that events do not pile up at the API server). A gather in
 //! which the selection changed, or a managed Node's facts did (not every event: a kubelet
 //! heartbeat that changes nothing fabbrica reads is ignored), sends one trigger that reconciles
 //! the Factories.
@@ -457,11 +457,10 @@ const REST: Duration = Duration::from_millis(100);
 /// About how many events may wait for the watch while it rests. The API server holds a watch's
 /// unread events in a short queue, and when that queue is full it waits for the reader, from a
 /// budget it shares with every other watch (50 ms a second); a watch still full when the budget is
-/// spent is closed. A rest that let events pile up would spend that budget, and the next slow
-/// watch closed would be another client's (at 25,000 Nodes, kwok's: it then listed every Node
-/// again, every few seconds, and slowed every write on the server). So the rest is as long as
-/// about this many events take to come, at the rate the last gather saw, and never longer than
-/// [`REST`].
+/// spent is closed, whoever's it is. A rest that let events pile up would draw on that budget,
+/// which other clients' watches need (kwok, which simulates the kubelets of the benchmark, lists
+/// every Node again each time its watch is closed). So the rest is as long as about this many
+/// events take to come, at the rate the last gather saw, and never longer than [`REST`].
 const BACKLOG: u32 = 8;
 
 /// The rest after a gather of `gathered` events that came during a rest of `rested` (and the
