@@ -368,21 +368,14 @@ struct AuditCounts {
     requests: usize,
     /// Each write as `verb resource/name`.
     writes: Vec<String>,
-    /// Where the log ended, the offset of the next count.
-    end: u64,
 }
 
 /// Requests and writes by the operator's identity in the audit log since `from` (a byte offset).
 fn audit_counts(audit: &Path, from: u64) -> anyhow::Result<AuditCounts> {
-    let mut file = std::fs::File::open(audit)?;
-    let end = file.seek(SeekFrom::End(0))?;
-    file.seek(SeekFrom::Start(from))?;
-    let mut text = String::new();
-    file.read_to_string(&mut text)?;
+    let (text, _) = audit_since(audit, from)?;
     let mut counts = AuditCounts {
         requests: 0,
         writes: Vec::new(),
-        end,
     };
     for line in text.lines() {
         let Ok(event) = serde_json::from_str::<Value>(line) else {
@@ -410,16 +403,27 @@ fn audit_counts(audit: &Path, from: u64) -> anyhow::Result<AuditCounts> {
     Ok(counts)
 }
 
-/// How many times kwok started its Node watch in the audit log since `from` (a byte offset), and
-/// where the log ended. kwok watches from resourceVersion 0, so each start has the API server send
-/// it every Node again; when its watch cannot keep up, the API server closes it, and under a
-/// stream of writes one restart can follow another for minutes, slowing every write on the server.
-fn kwok_node_watches(audit: &Path, from: u64) -> anyhow::Result<(usize, u64)> {
+/// The audit log's text since `from` (a byte offset), and where it ended.
+fn audit_since(audit: &Path, from: u64) -> anyhow::Result<(String, u64)> {
     let mut file = std::fs::File::open(audit)?;
     let end = file.seek(SeekFrom::End(0))?;
     file.seek(SeekFrom::Start(from))?;
     let mut text = String::new();
     file.read_to_string(&mut text)?;
+    Ok((text, end))
+}
+
+/// Where the audit log ends now: the offset to count from.
+fn audit_end(audit: &Path) -> anyhow::Result<u64> {
+    Ok(std::fs::metadata(audit)?.len())
+}
+
+/// How many times kwok started its Node watch in the audit log since `from` (a byte offset), and
+/// where the log ended. kwok watches from resourceVersion 0, so each start has the API server send
+/// it every Node again; when its watch cannot keep up, the API server closes it, and under a
+/// stream of writes one restart can follow another for minutes, slowing every write on the server.
+fn kwok_node_watches(audit: &Path, from: u64) -> anyhow::Result<(usize, u64)> {
+    let (text, end) = audit_since(audit, from)?;
     let started = text
         .lines()
         .filter(|line| line.contains("\"kwok/") && line.contains("\"verb\":\"watch\""))
@@ -436,7 +440,7 @@ fn kwok_node_watches(audit: &Path, from: u64) -> anyhow::Result<(usize, u64)> {
 /// next); at most 15 minutes.
 async fn until_kwok_watch_holds(audit: &Path) -> anyhow::Result<()> {
     let started = Instant::now();
-    let (_, mut offset) = kwok_node_watches(audit, 0)?;
+    let mut offset = audit_end(audit)?;
     loop {
         tokio::time::sleep(CALM).await;
         let (restarts, end) = kwok_node_watches(audit, offset)?;
@@ -877,7 +881,7 @@ impl Steady {
 
 /// Measures `length` of steady state: the heartbeats, the operator's CPU and its requests.
 async fn steady_once(audit: &Path, operator: u32, length: Duration) -> anyhow::Result<Steady> {
-    let audit_from = std::fs::metadata(audit)?.len();
+    let audit_from = audit_end(audit)?;
     let cpu_before = cpu_seconds(operator).unwrap_or_default();
     let heartbeats = Heartbeats::over(length).await?;
     let cpu = cpu_seconds(operator).unwrap_or_default() - cpu_before;
@@ -923,7 +927,7 @@ async fn converge_once(
     nodes: usize,
 ) -> anyhow::Result<(Converged, std::process::Child)> {
     until_kwok_watch_holds(audit).await?;
-    let (_, kwok_offset) = kwok_node_watches(audit, 0)?;
+    let kwok_offset = audit_end(audit)?;
     let cpu_before = control_plane_cpu(state);
     let (patched, plain) = plain_patch_loop(client, baseline_write).await?;
     let plain_server_cpu = control_plane_cpu(state) - cpu_before;
@@ -949,7 +953,7 @@ async fn converge_once(
         )
         .await?;
     until_kwok_watch_holds(audit).await?;
-    let offset = audit_counts(audit, 0)?.end;
+    let offset = audit_end(audit)?;
     let cpu_before = control_plane_cpu(state);
     let started = Instant::now();
     let mut operator = Command::new(operator_bin)
