@@ -418,21 +418,37 @@ fn audit_end(audit: &Path) -> anyhow::Result<u64> {
     Ok(std::fs::metadata(audit)?.len())
 }
 
-/// How many times kwok started its Node watch in the audit log since `from` (a byte offset), and
-/// where the log ended. kwok watches from resourceVersion 0, so each start has the API server send
-/// it every Node again; when its watch cannot keep up, the API server closes it, and under a
-/// stream of writes one restart can follow another for minutes, slowing every write on the server.
-fn kwok_node_watches(audit: &Path, from: u64) -> anyhow::Result<(usize, u64)> {
+/// What kwok did in the audit log since `from` (a byte offset), and where the log ended.
+#[derive(Debug, Default)]
+struct KwokActivity {
+    /// How many times kwok started its Node watch. kwok watches from resourceVersion 0, so each
+    /// start has the API server send it every Node again; when its watch cannot keep up, the API
+    /// server closes it, and under a stream of writes one restart can follow another for minutes,
+    /// slowing every write on the server.
+    watches: usize,
+    /// Node status reports (heartbeats) the API server answered: the load a phase ran beside.
+    reports: usize,
+}
+
+fn kwok_activity(audit: &Path, from: u64) -> anyhow::Result<(KwokActivity, u64)> {
     let (text, end) = audit_since(audit, from)?;
-    let started = text
+    let mut activity = KwokActivity::default();
+    for event in text
         .lines()
-        .filter(|line| line.contains("\"kwok/") && line.contains("\"verb\":\"watch\""))
+        .filter(|line| line.contains("\"kwok/") && line.contains("\"resource\":\"nodes\""))
         .filter_map(|line| serde_json::from_str::<Value>(line).ok())
-        .filter(|event| {
-            event["stage"] == "ResponseStarted" && event["objectRef"]["resource"] == "nodes"
-        })
-        .count();
-    Ok((started, end))
+    {
+        match (event["stage"].as_str(), event["verb"].as_str()) {
+            (Some("ResponseStarted"), Some("watch")) => activity.watches += 1,
+            (Some("ResponseComplete"), Some("patch"))
+                if event["objectRef"]["subresource"] == "status" =>
+            {
+                activity.reports += 1;
+            }
+            _ => {}
+        }
+    }
+    Ok((activity, end))
 }
 
 /// Waits until kwok's Node watch has held for [`CALM`], so that each timed phase starts as calm as
@@ -443,7 +459,12 @@ async fn until_kwok_watch_holds(audit: &Path) -> anyhow::Result<()> {
     let mut offset = audit_end(audit)?;
     loop {
         tokio::time::sleep(CALM).await;
-        let (restarts, end) = kwok_node_watches(audit, offset)?;
+        let (
+            KwokActivity {
+                watches: restarts, ..
+            },
+            end,
+        ) = kwok_activity(audit, offset)?;
         offset = end;
         if restarts == 0 {
             break;
@@ -475,7 +496,12 @@ fn cpu_seconds(pid: u32) -> Option<f64> {
 
 /// CPU seconds used so far by the control plane's API server and etcd together.
 fn control_plane_cpu(state: &Path) -> f64 {
-    ["kube-apiserver", "etcd"]
+    services_cpu(state, &["kube-apiserver", "etcd"])
+}
+
+/// CPU seconds used so far by the named services of the control plane together.
+fn services_cpu(state: &Path, names: &[&str]) -> f64 {
+    names
         .iter()
         .filter_map(|name| std::fs::read_to_string(state.join(format!("{name}.pid"))).ok())
         .filter_map(|pid| cpu_seconds(pid.trim().parse().ok()?))
@@ -719,8 +745,9 @@ async fn main() -> anyhow::Result<()> {
     stop(operator, &state)?;
 
     let median_of = |f: &dyn Fn(&Converged) -> f64| median(results.iter().map(f).collect());
+    // Runs are joined with "; ", as a figure of one run may be a pair joined with " / ".
     let each =
-        |f: &dyn Fn(&Converged) -> String| results.iter().map(f).collect::<Vec<_>>().join(" / ");
+        |f: &dyn Fn(&Converged) -> String| results.iter().map(f).collect::<Vec<_>>().join("; ");
     println!("| figure | median of {runs} | each run |");
     println!("|---|---|---|");
     println!("| nodes | {nodes} (and one spare) | |");
@@ -751,6 +778,12 @@ async fn main() -> anyhow::Result<()> {
         median_of(&|r| r.plain_kwok_restarts as f64),
         median_of(&|r| r.kwok_restarts as f64),
         each(&|r| format!("{} / {}", r.plain_kwok_restarts, r.kwok_restarts))
+    );
+    println!(
+        "| kwok's Node status reports: plain loop / operator to ready | {:.0}/s / {:.0}/s | {} |",
+        median_of(&|r| r.plain_reports_per_s),
+        median_of(&|r| r.reports_per_s),
+        each(&|r| format!("{:.0} / {:.0}", r.plain_reports_per_s, r.reports_per_s))
     );
     println!(
         "| operator peak RSS at convergence | {:.0} MiB | {} |",
@@ -812,7 +845,7 @@ async fn main() -> anyhow::Result<()> {
         let ms = median(ms.iter().map(|&m| m as f64).collect());
         println!(
             "| {change}, until the status shows it | {ms:.0} ms | {} ms |",
-            all.join(" / ")
+            all.join("; ")
         );
     }
     let loads: Vec<String> = loads.iter().map(|(at, l)| format!("{at} {l}")).collect();
@@ -908,6 +941,9 @@ struct Converged {
     /// kwok's Node watch restarts during the plain loop and during the operator's convergence.
     plain_kwok_restarts: usize,
     kwok_restarts: usize,
+    /// kwok's Node status reports a second during the plain loop and during convergence.
+    plain_reports_per_s: f64,
+    reports_per_s: f64,
 }
 
 impl Converged {
@@ -929,11 +965,17 @@ async fn converge_once(
     until_kwok_watch_holds(audit).await?;
     let kwok_offset = audit_end(audit)?;
     let cpu_before = control_plane_cpu(state);
+    let kwok_before = services_cpu(state, &["kwok"]);
     let (patched, plain) = plain_patch_loop(client, baseline_write).await?;
     let plain_server_cpu = control_plane_cpu(state) - cpu_before;
-    let (plain_kwok_restarts, _) = kwok_node_watches(audit, kwok_offset)?;
+    let plain_kwok_cpu = services_cpu(state, &["kwok"]) - kwok_before;
+    let (plain_kwok, _) = kwok_activity(audit, kwok_offset)?;
+    let plain_kwok_restarts = plain_kwok.watches;
+    let plain_reports_per_s = plain_kwok.reports as f64 / plain.as_secs_f64();
     eprintln!(
-        "plain loop: {patched} node writes in {:.1} s",
+        "plain loop: {patched} node writes in {:.1} s; kwok used {plain_kwok_cpu:.1} s of CPU \
+         and restarted its Node watch {plain_kwok_restarts} times; Node status reports \
+         {plain_reports_per_s:.0}/s",
         plain.as_secs_f64()
     );
     let (_, undone) = plain_patch_loop(client, baseline_undo).await?;
@@ -955,6 +997,7 @@ async fn converge_once(
     until_kwok_watch_holds(audit).await?;
     let offset = audit_end(audit)?;
     let cpu_before = control_plane_cpu(state);
+    let kwok_before = services_cpu(state, &["kwok"]);
     let started = Instant::now();
     let mut operator = Command::new(operator_bin)
         .args([
@@ -1008,6 +1051,7 @@ async fn converge_once(
     };
     let rss = peak_rss_mib(operator.id());
     let server_cpu = control_plane_cpu(state) - cpu_before;
+    let kwok_cpu = services_cpu(state, &["kwok"]) - kwok_before;
     let operator_cpu = cpu_seconds(operator.id());
     // The operator announces readiness with an Event just after the status says so; that write
     // belongs to convergence, so the run ends once it is there.
@@ -1021,8 +1065,14 @@ async fn converge_once(
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let converging = audit_counts(audit, offset)?;
-    let (kwok_restarts, _) = kwok_node_watches(audit, offset)?;
-    eprintln!("converged in {:.1} s", converged.as_secs_f64());
+    let (kwok, _) = kwok_activity(audit, offset)?;
+    let kwok_restarts = kwok.watches;
+    let reports_per_s = kwok.reports as f64 / converged.as_secs_f64();
+    eprintln!(
+        "converged in {:.1} s; kwok used {kwok_cpu:.1} s of CPU and restarted its Node watch \
+         {kwok_restarts} times; Node status reports {reports_per_s:.0}/s",
+        converged.as_secs_f64()
+    );
     Ok((
         Converged {
             plain,
@@ -1035,6 +1085,8 @@ async fn converge_once(
             writes: converging.writes.len(),
             plain_kwok_restarts,
             kwok_restarts,
+            plain_reports_per_s,
+            reports_per_s,
         },
         operator,
     ))
