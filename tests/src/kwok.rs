@@ -19,8 +19,7 @@ pub struct Kubelets {
 impl Kubelets {
     /// Starts kwok for the Nodes annotated `kwok.x-k8s.io/node=name`: it reports them Ready,
     /// renews each one's lease every `lease_seconds / 4` and reports each one's status every
-    /// `status_seconds` on average, each report from half to one and a half times that after the
-    /// one before (as a kubelet does, with nothing changed but the heartbeat times).
+    /// `status_seconds` (as a kubelet does, with nothing changed but the heartbeat times).
     pub fn start(name: &str, lease_seconds: u32, status_seconds: f64) -> anyhow::Result<Self> {
         let script = repo_root().join("tests/control-plane");
         let folders = Command::new(&script)
