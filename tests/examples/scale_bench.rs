@@ -370,9 +370,8 @@ struct AuditCounts {
     writes: Vec<String>,
 }
 
-/// Requests and writes by the operator's identity in the audit log since `from` (a byte offset).
-fn audit_counts(audit: &Path, from: u64) -> anyhow::Result<AuditCounts> {
-    let (text, _) = audit_since(audit, from)?;
+/// Requests and writes by the operator's identity in a stretch of the audit log.
+fn audit_counts(text: &str) -> AuditCounts {
     let mut counts = AuditCounts {
         requests: 0,
         writes: Vec::new(),
@@ -400,7 +399,7 @@ fn audit_counts(audit: &Path, from: u64) -> anyhow::Result<AuditCounts> {
             counts.writes.push(format!("{verb} {resource}/{name}"));
         }
     }
-    Ok(counts)
+    counts
 }
 
 /// The audit log's text since `from` (a byte offset), and where it ended.
@@ -418,7 +417,7 @@ fn audit_end(audit: &Path) -> anyhow::Result<u64> {
     Ok(std::fs::metadata(audit)?.len())
 }
 
-/// What kwok did in the audit log since `from` (a byte offset), and where the log ended.
+/// What kwok did in a stretch of the audit log.
 #[derive(Debug, Default)]
 struct KwokActivity {
     /// How many times kwok started its Node watch. kwok watches from resourceVersion 0, so each
@@ -430,8 +429,7 @@ struct KwokActivity {
     reports: usize,
 }
 
-fn kwok_activity(audit: &Path, from: u64) -> anyhow::Result<(KwokActivity, u64)> {
-    let (text, end) = audit_since(audit, from)?;
+fn kwok_activity(text: &str) -> KwokActivity {
     let mut activity = KwokActivity::default();
     for event in text
         .lines()
@@ -448,7 +446,7 @@ fn kwok_activity(audit: &Path, from: u64) -> anyhow::Result<(KwokActivity, u64)>
             _ => {}
         }
     }
-    Ok((activity, end))
+    activity
 }
 
 /// Waits until kwok's Node watch has held for [`CALM`], so that each timed phase starts as calm as
@@ -459,12 +457,8 @@ async fn until_kwok_watch_holds(audit: &Path) -> anyhow::Result<()> {
     let mut offset = audit_end(audit)?;
     loop {
         tokio::time::sleep(CALM).await;
-        let (
-            KwokActivity {
-                watches: restarts, ..
-            },
-            end,
-        ) = kwok_activity(audit, offset)?;
+        let (text, end) = audit_since(audit, offset)?;
+        let restarts = kwok_activity(&text).watches;
         offset = end;
         if restarts == 0 {
             break;
@@ -918,7 +912,7 @@ async fn steady_once(audit: &Path, operator: u32, length: Duration) -> anyhow::R
     let cpu_before = cpu_seconds(operator).unwrap_or_default();
     let heartbeats = Heartbeats::over(length).await?;
     let cpu = cpu_seconds(operator).unwrap_or_default() - cpu_before;
-    let counts = audit_counts(audit, audit_from)?;
+    let counts = audit_counts(&audit_since(audit, audit_from)?.0);
     Ok(Steady {
         heartbeats,
         cpu,
@@ -969,7 +963,7 @@ async fn converge_once(
     let (patched, plain) = plain_patch_loop(client, baseline_write).await?;
     let plain_server_cpu = control_plane_cpu(state) - cpu_before;
     let plain_kwok_cpu = services_cpu(state, &["kwok"]) - kwok_before;
-    let (plain_kwok, _) = kwok_activity(audit, kwok_offset)?;
+    let plain_kwok = kwok_activity(&audit_since(audit, kwok_offset)?.0);
     let plain_kwok_restarts = plain_kwok.watches;
     let plain_reports_per_s = plain_kwok.reports as f64 / plain.as_secs_f64();
     eprintln!(
@@ -1064,8 +1058,10 @@ async fn converge_once(
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let converging = audit_counts(audit, offset)?;
-    let (kwok, _) = kwok_activity(audit, offset)?;
+    // One read of the operator's phase serves both counts.
+    let (phase, _) = audit_since(audit, offset)?;
+    let kwok = kwok_activity(&phase);
+    let converging = audit_counts(&phase);
     let kwok_restarts = kwok.watches;
     let reports_per_s = kwok.reports as f64 / converged.as_secs_f64();
     eprintln!(
