@@ -1,9 +1,10 @@
 //! Operator at gigafactory scale, against the real control plane.
 //!
 //! Registers N Nodes (default 12,500: DGX B200 training nodes and a MIG-shared
-//! DGX H200 pool, with GPU allocatable and scalable-unit labels), whose kubelet is
-//! kwok: it reports them Ready, renews their leases and reports their status at
-//! the rates `tests/control-plane` gave it. Measures those heartbeats alone, then
+//! DGX H200 pool, with GPU allocatable and scalable-unit labels), whose kubelets
+//! are the benchmark's own ([`Kubelets`]): they report them Ready, then renew their
+//! leases and report their status at the rates `tests/bench-operator` sets, paced
+//! evenly. Measures those heartbeats alone, then
 //! runs five times (`FABBRICA_BENCH_RUNS`): a plain loop of writes like the
 //! operator's from one client, then the operator binary started with the Factory
 //! declared, until every pool is ready (its peak RSS, API requests and writes),
@@ -20,6 +21,8 @@
 use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -34,7 +37,7 @@ use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::api::core::v1::{Event, Node};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{Api, ListParams, Patch, PatchParams};
+use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use serde_json::{Value, json};
 
 const OPERATOR_USER: &str = "system:serviceaccount:fabbrica-system:fabbrica-operator";
@@ -58,16 +61,15 @@ fn probed(round: usize) -> String {
     format!("bench-train-{:05}", 101 * round + 7)
 }
 
-/// Registers the Nodes as the integration tests do ([`register_gpu_node`]: kwok is their
-/// kubelet, they carry a DGX's CPU, memory and GPUs), 16 in flight; the MIG-shared Nodes
-/// advertise their 56 MIG instances as the GPU Operator's device plugin does. One spare
-/// training Node carries no pool label. The `probed` Nodes, those the latency probe makes
-/// NotReady, have the benchmark for their kubelet instead ([`ProbeKubelet`]).
+/// Registers the Nodes as the integration tests do ([`register_gpu_node`]: they carry a DGX's
+/// CPU, memory and GPUs), 16 in flight, each reported Ready and its lease taken by its kubelet
+/// ([`Kubelets`]) right after; the MIG-shared Nodes advertise their 56 MIG instances as the GPU
+/// Operator's device plugin does. One spare training Node carries no pool label.
 async fn register_nodes(
     client: &kube::Client,
     nodes: usize,
-    probed: &[String],
-) -> anyhow::Result<()> {
+    kubelets: &Kubelets,
+) -> anyhow::Result<Vec<String>> {
     let api: Api<Node> = Api::all(client.clone());
     let mut specs: Vec<(String, Option<&str>, GpuSystem, u32, usize)> = pools(nodes)
         .into_iter()
@@ -81,6 +83,7 @@ async fn register_nodes(
         })
         .collect();
     specs.push((SPARE.to_owned(), None, GpuSystem::DgxB200, 8, 0));
+    let names = specs.iter().map(|spec| spec.0.clone()).collect();
     futures::stream::iter(specs)
         .map(|(name, pool, system, gpus, i)| {
             let api = api.clone();
@@ -94,13 +97,13 @@ async fn register_nodes(
                     labels.insert(POOL_LABEL.to_owned(), pool.to_owned());
                 }
                 let mut node = gpu_node(&name, system, u32::try_from(i / 18)?, labels)?;
-                if probed.contains(&name) {
-                    node.metadata.annotations.get_or_insert_default().insert(
-                        KWOK_NODE_ANNOTATION.to_owned(),
-                        ProbeKubelet::ANNOTATION.to_owned(),
-                    );
-                }
-                register_ready_node(&api, &node, &gpus.to_string()).await
+                node.metadata.annotations.get_or_insert_default().insert(
+                    KWOK_NODE_ANNOTATION.to_owned(),
+                    Kubelets::ANNOTATION.to_owned(),
+                );
+                register_ready_node(&api, &node, &gpus.to_string()).await?;
+                kubelets.report(&name, true).await?;
+                kubelets.take_lease(&name).await
             }
         })
         .buffer_unordered(IN_FLIGHT)
@@ -108,27 +111,39 @@ async fn register_nodes(
         .await
         .into_iter()
         .collect::<anyhow::Result<Vec<()>>>()?;
-    Ok(())
+    Ok(names)
 }
 
-/// The kubelet of the Nodes the latency probe makes NotReady: it reports them Ready or not and
-/// renews their leases (else the node lifecycle controller would mark them unknown). kwok plays
-/// every other Node; at 25,000 Nodes its queue runs minutes behind, and a Node it was asked to
-/// fail (its chaos stage) went NotReady minutes later, while one whose Ready condition another
-/// writer changed was set back by kwok's own pending heartbeat at a time no probe could know.
-/// A kubelet reporting its Node NotReady writes that condition, as this one does.
-struct ProbeKubelet {
+/// The kubelets of the benchmark's Nodes. A kubelet renews its Node's lease and reports its
+/// Node's status on timers of its own, started when its machine booted, so a site's kubelets
+/// together write at an even rate; these do the same, each kind of write paced evenly over its
+/// interval (every Node once per interval, in turn), so that every timed phase runs beside the
+/// same load. A status report renews the heartbeat time of the four conditions a kubelet
+/// reports and changes nothing else, as an unchanged kubelet's report does. kwok, the control
+/// plane's simulated kubelet, could not give that: one kwok playing 25,000 Nodes reports in the
+/// waves in which they were registered, and under an even stream its Node watch, once closed by
+/// the API server, never caught up again (see docs/BENCHMARKS.md).
+struct Kubelets {
     nodes: Api<Node>,
     leases: Api<Lease>,
-    names: Vec<String>,
     lease_seconds: i32,
+    /// Status reports and lease renewals the API server answered so far.
+    reports: AtomicUsize,
+    renewals: AtomicUsize,
+    failures: AtomicUsize,
+    /// The resourceVersion of each Node's lease as last written: a kubelet updates the lease it
+    /// holds.
+    lease_versions: std::sync::Mutex<std::collections::HashMap<String, String>>,
 }
 
-impl ProbeKubelet {
+impl Kubelets {
     /// The value of kwok's annotation on these Nodes: not kwok's, so kwok leaves them alone.
     const ANNOTATION: &str = "scale-bench";
+    /// The conditions a kubelet reports.
+    const CONDITIONS: [&str; 4] = ["Ready", "MemoryPressure", "DiskPressure", "PIDPressure"];
 
-    /// Reports `name` Ready or NotReady, as a kubelet does: its Ready condition, from now.
+    /// Reports `name` Ready or NotReady, as a kubelet does when the state changes: every
+    /// condition, from now.
     async fn report(&self, name: &str, ready: bool) -> anyhow::Result<()> {
         let now = Timestamp::now().to_string();
         let (status, reason) = if ready {
@@ -136,99 +151,156 @@ impl ProbeKubelet {
         } else {
             ("False", "KubeletNotReady")
         };
-        let condition = json!({"type": "Ready", "status": status, "reason": reason,
+        let mut conditions = vec![json!({"type": "Ready", "status": status, "reason": reason,
             "message": format!("reported by the benchmark: {reason}"),
-            "lastHeartbeatTime": now, "lastTransitionTime": now});
-        let patch = json!({"status": {"conditions": [condition]}});
+            "lastHeartbeatTime": now, "lastTransitionTime": now})];
+        for pressure in &Self::CONDITIONS[1..] {
+            conditions.push(json!({"type": pressure, "status": "False",
+                "reason": format!("KubeletHasNo{pressure}"),
+                "lastHeartbeatTime": now, "lastTransitionTime": now}));
+        }
+        let patch = json!({"status": {"conditions": conditions}});
         self.nodes
             .patch_status(name, &PatchParams::default(), &Patch::Strategic(&patch))
             .await?;
         Ok(())
     }
 
-    /// Renews every Node's lease (creating it the first time).
-    async fn renew(&self) -> anyhow::Result<()> {
-        let apply = PatchParams::apply("scale-bench-kubelet").force();
-        for name in &self.names {
-            let lease = Lease {
-                metadata: ObjectMeta {
-                    name: Some(name.clone()),
-                    ..ObjectMeta::default()
-                },
-                spec: Some(LeaseSpec {
-                    holder_identity: Some(name.clone()),
-                    lease_duration_seconds: Some(self.lease_seconds),
-                    renew_time: Some(MicroTime(Timestamp::now())),
-                    ..LeaseSpec::default()
-                }),
-            };
-            self.leases
-                .patch(name, &apply, &Patch::Apply(&lease))
-                .await?;
-        }
+    /// The periodic report of a Node whose state did not change: only the heartbeat times. A
+    /// strategic merge patch merges conditions by type, so a Node the probe made NotReady stays so.
+    async fn heartbeat(&self, name: &str) -> anyhow::Result<()> {
+        let now = Timestamp::now().to_string();
+        let conditions: Vec<Value> = Self::CONDITIONS
+            .iter()
+            .map(|kind| json!({"type": kind, "lastHeartbeatTime": now}))
+            .collect();
+        let patch = json!({"status": {"conditions": conditions}});
+        self.nodes
+            .patch_status(name, &PatchParams::default(), &Patch::Strategic(&patch))
+            .await?;
+        self.reports.fetch_add(1, Ordering::Relaxed);
         Ok(())
     }
 
-    /// Reports every Node Ready, then renews the leases a quarter of their duration apart for
-    /// as long as the benchmark runs.
-    async fn start(self) -> anyhow::Result<std::sync::Arc<Self>> {
-        for name in &self.names {
-            self.report(name, true).await?;
-        }
-        self.renew().await?;
-        let kubelet = std::sync::Arc::new(self);
-        let renewing = std::sync::Arc::clone(&kubelet);
-        tokio::spawn(async move {
-            let every = Duration::from_secs(
-                u64::try_from(renewing.lease_seconds / 4)
-                    .unwrap_or(10)
-                    .max(1),
-            );
-            loop {
-                tokio::time::sleep(every).await;
-                if let Err(error) = renewing.renew().await {
-                    eprintln!("renewing the probed Nodes' leases: {error:#}");
-                }
-            }
-        });
-        Ok(kubelet)
+    /// Takes `name`'s lease, as a kubelet does when it starts.
+    async fn take_lease(&self, name: &str) -> anyhow::Result<()> {
+        let taken = self
+            .leases
+            .patch(
+                name,
+                &PatchParams::apply("scale-bench-kubelet").force(),
+                &Patch::Apply(&self.lease(name, None)),
+            )
+            .await?;
+        self.remember(name, taken);
+        Ok(())
     }
-}
 
-fn is_ready(node: &Node) -> bool {
-    node.status
-        .as_ref()
-        .and_then(|s| s.conditions.as_ref())
-        .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
-}
+    /// Renews `name`'s lease as a kubelet does: an update of the lease it last wrote.
+    async fn renew(&self, name: &str) -> anyhow::Result<()> {
+        let version = self
+            .lease_versions
+            .lock()
+            .expect("not poisoned")
+            .get(name)
+            .cloned();
+        let renewed = self
+            .leases
+            .replace(name, &PostParams::default(), &self.lease(name, version))
+            .await?;
+        self.remember(name, renewed);
+        self.renewals.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
 
-/// Waits until kwok reports every Node Ready: a full list every 30 s (at 25,000 Nodes a list is
-/// itself a load on the API server), for at most a minute per 1,000 Nodes, 15 minutes at least.
-async fn until_ready(client: &kube::Client, nodes: usize) -> anyhow::Result<()> {
-    let patience = Duration::from_secs(60 * (nodes as u64 / 1000).max(15));
-    let api: Api<Node> = Api::all(client.clone());
-    let started = Instant::now();
-    loop {
-        let mut count = 0;
-        let mut params = ListParams::default().limit(2000);
-        loop {
-            let page = api.list(&params).await?;
-            count += page.items.iter().filter(|n| is_ready(n)).count();
-            match page.metadata.continue_ {
-                Some(token) if !token.is_empty() => params = params.continue_token(&token),
-                _ => break,
-            }
+    fn remember(&self, name: &str, lease: Lease) {
+        if let Some(version) = lease.metadata.resource_version {
+            self.lease_versions
+                .lock()
+                .expect("not poisoned")
+                .insert(name.to_owned(), version);
         }
-        if count > nodes {
-            return Ok(());
+    }
+
+    /// `name`'s lease, renewed now, as an update of `version`.
+    fn lease(&self, name: &str, version: Option<String>) -> Lease {
+        Lease {
+            metadata: ObjectMeta {
+                name: Some(name.to_owned()),
+                resource_version: version,
+                ..ObjectMeta::default()
+            },
+            spec: Some(LeaseSpec {
+                holder_identity: Some(name.to_owned()),
+                lease_duration_seconds: Some(self.lease_seconds),
+                renew_time: Some(MicroTime(Timestamp::now())),
+                ..LeaseSpec::default()
+            }),
         }
-        anyhow::ensure!(
-            started.elapsed() < patience,
-            "kwok reported {count} of {} Nodes Ready after {} minutes",
-            nodes + 1,
-            patience.as_secs() / 60
-        );
-        tokio::time::sleep(Duration::from_secs(30)).await;
+    }
+
+    /// Starts the heartbeats of `names` for as long as the benchmark runs: each Node's status
+    /// reported every `status_every` and its lease renewed every quarter of its duration, as a
+    /// kubelet does.
+    fn start(self: &Arc<Self>, names: Vec<String>, status_every: Duration) {
+        let names = Arc::new(names);
+        let renew_every = Duration::from_secs(u64::try_from(self.lease_seconds / 4).unwrap_or(10));
+        for (every, is_lease) in [(status_every, false), (renew_every, true)] {
+            let kubelets = Arc::clone(self);
+            let names = Arc::clone(&names);
+            tokio::spawn(async move { kubelets.pace(&names, every, is_lease).await });
+        }
+    }
+
+    /// Writes for every Node in turn, one each `every / names.len()`, at most [`IN_FLIGHT`] at
+    /// once; a write the API server has not answered in time delays the next ones, and the
+    /// rate each phase got is counted, not assumed.
+    async fn pace(self: Arc<Self>, names: &[String], every: Duration, is_lease: bool) {
+        let step = every.div_f64(names.len().max(1) as f64);
+        let in_flight = Arc::new(tokio::sync::Semaphore::new(IN_FLIGHT));
+        let mut due = tokio::time::Instant::now() + step;
+        for name in names.iter().cycle() {
+            tokio::time::sleep_until(due).await;
+            due += step;
+            let Ok(permit) = Arc::clone(&in_flight).acquire_owned().await else {
+                return;
+            };
+            let kubelets = Arc::clone(&self);
+            let name = name.clone();
+            tokio::spawn(async move {
+                let _permit = permit;
+                let written = if is_lease {
+                    kubelets.renew(&name).await
+                } else {
+                    kubelets.heartbeat(&name).await
+                };
+                // Failures say the server is overloaded; the first few are shown.
+                if let Err(error) = written
+                    && kubelets.failures.fetch_add(1, Ordering::Relaxed) < 3
+                {
+                    eprintln!("a simulated kubelet's write failed: {error:#}");
+                }
+            });
+        }
+    }
+
+    /// Status reports and lease renewals so far.
+    fn written(&self) -> (usize, usize) {
+        (
+            self.reports.load(Ordering::Relaxed),
+            self.renewals.load(Ordering::Relaxed),
+        )
+    }
+
+    /// Status reports and lease renewals a second since `before` (from [`Self::written`]),
+    /// `elapsed` ago.
+    fn rates_since(&self, before: (usize, usize), elapsed: Duration) -> (f64, f64) {
+        let (reports, renewals) = self.written();
+        let seconds = elapsed.as_secs_f64().max(f64::EPSILON);
+        (
+            (reports - before.0) as f64 / seconds,
+            (renewals - before.1) as f64 / seconds,
+        )
     }
 }
 
@@ -245,7 +317,9 @@ fn heartbeat_writes() -> anyhow::Result<(f64, f64)> {
             continue;
         };
         let value: f64 = value.trim().parse().unwrap_or(0.0);
-        let write = labels.contains("verb=\"PATCH\"") || labels.contains("verb=\"PUT\"");
+        let write = ["PATCH", "PUT", "APPLY"]
+            .iter()
+            .any(|verb| labels.contains(&format!("verb=\"{verb}\"")));
         if !write {
             continue;
         }
@@ -425,8 +499,6 @@ struct KwokActivity {
     /// server closes it, and under a stream of writes one restart can follow another for minutes,
     /// slowing every write on the server.
     watches: usize,
-    /// Node status reports (heartbeats) the API server answered: the load a phase ran beside.
-    reports: usize,
 }
 
 fn kwok_activity(text: &str) -> KwokActivity {
@@ -436,14 +508,8 @@ fn kwok_activity(text: &str) -> KwokActivity {
         .filter(|line| line.contains("\"kwok/") && line.contains("\"resource\":\"nodes\""))
         .filter_map(|line| serde_json::from_str::<Value>(line).ok())
     {
-        match (event["stage"].as_str(), event["verb"].as_str()) {
-            (Some("ResponseStarted"), Some("watch")) => activity.watches += 1,
-            (Some("ResponseComplete"), Some("patch"))
-                if event["objectRef"]["subresource"] == "status" =>
-            {
-                activity.reports += 1;
-            }
-            _ => {}
+        if event["stage"] == "ResponseStarted" && event["verb"] == "watch" {
+            activity.watches += 1;
         }
     }
     activity
@@ -569,12 +635,12 @@ fn train(status: &FactoryStatus) -> (u32, u32, u64) {
 
 /// How long, in ms, until each of three changes of a Node shows in the Factory's status (and
 /// until its undoing does), `rounds` times each, each timed from its write: a Node reported
-/// NotReady by its kubelet (the [`ProbeKubelet`]), losing a GPU from its allocatable resources
+/// NotReady by its kubelet ([`Kubelets`]), losing a GPU from its allocatable resources
 /// and a spare Node gaining the pool's label.
 async fn latencies(
     client: &kube::Client,
     factories: &Api<Factory>,
-    kubelet: &ProbeKubelet,
+    kubelets: &Kubelets,
     rounds: usize,
 ) -> anyhow::Result<Vec<(&'static str, Vec<u128>)>> {
     let nodes: Api<Node> = Api::all(client.clone());
@@ -595,7 +661,7 @@ async fn latencies(
         for (i, (is_ready, expected)) in [(false, ready - 1), (true, ready)].into_iter().enumerate()
         {
             let since = Instant::now();
-            kubelet.report(&name, is_ready).await?;
+            kubelets.report(&name, is_ready).await?;
             let shown = shown_after(factories, since, |s| train(s).1 == expected).await?;
             probes[i].1.push(shown.as_millis());
         }
@@ -638,7 +704,8 @@ async fn main() -> anyhow::Result<()> {
         .unwrap_or_else(|| repo_root().join("target/dist/fabbrica-operator"));
     let steady_for =
         Duration::from_secs_f64(seconds_from_env("FABBRICA_BENCH_STEADY_SECONDS", 600.0));
-    // The simulated kubelets' settings, as `tests/control-plane` gave them to kwok.
+    // The simulated kubelets' settings; the lease duration is the one `tests/control-plane` gave
+    // the node lifecycle controller.
     let lease_seconds = seconds_from_env("FABBRICA_KWOK_LEASE_SECONDS", 40.0);
     let lease_renewal = lease_seconds / 4.0;
     let status_every = seconds_from_env("FABBRICA_KWOK_STATUS_SECONDS", 600.0);
@@ -665,24 +732,24 @@ async fn main() -> anyhow::Result<()> {
     let steady_runs = count_from_env("FABBRICA_BENCH_STEADY_RUNS", runs);
     eprintln!("registering {nodes} nodes ...");
     let started = Instant::now();
-    let kubelet = ProbeKubelet {
+    let kubelets = Arc::new(Kubelets {
         nodes: Api::all(client.clone()),
         leases: Api::namespaced(client.clone(), "kube-node-lease"),
-        names: (0..steady_runs).map(probed).collect(),
         #[allow(clippy::cast_possible_truncation)]
         lease_seconds: lease_seconds as i32,
-    };
-    register_nodes(&client, nodes, &kubelet.names).await?;
-    let kubelet = kubelet.start().await?;
-    eprintln!("registered in {:.1} s", started.elapsed().as_secs_f64());
-    until_ready(&client, nodes).await?;
+        reports: AtomicUsize::new(0),
+        renewals: AtomicUsize::new(0),
+        failures: AtomicUsize::new(0),
+        lease_versions: std::sync::Mutex::default(),
+    });
+    let names = register_nodes(&client, nodes, &kubelets).await?;
     eprintln!(
-        "kwok reported every Node Ready {:.1} s after the start",
+        "registered and reported Ready in {:.1} s",
         started.elapsed().as_secs_f64()
     );
-    // The heartbeats alone, once every Node has had the time for its first status report.
-    let settle = Duration::from_secs_f64(status_every.min(60.0));
-    tokio::time::sleep(settle).await;
+    kubelets.start(names, Duration::from_secs_f64(status_every));
+    // The heartbeats alone, once they have run for a while.
+    tokio::time::sleep(Duration::from_secs(30)).await;
     let alone_rates = Heartbeats::over(Duration::from_secs(30)).await?.rates();
     eprintln!(
         "heartbeats alone: {:.0} Node status writes/s, {:.0} lease writes/s",
@@ -694,7 +761,8 @@ async fn main() -> anyhow::Result<()> {
     let mut operator = None;
     for run in 1..=runs {
         loads.push((format!("run {run}"), load_average()));
-        let (result, child) = converge_once(&client, &state, &audit, &operator_bin, nodes).await?;
+        let (result, child) =
+            converge_once(&client, &state, &audit, &operator_bin, nodes, &kubelets).await?;
         eprintln!(
             "run {run} of {runs}: plain loop {:.1} s, operator {:.1} s, ratio {:.2}, peak RSS {}, kwok Node watch restarts {} / {}",
             result.plain.as_secs_f64(),
@@ -734,7 +802,7 @@ async fn main() -> anyhow::Result<()> {
     }
     loads.push(("end of steady state".into(), load_average()));
     eprintln!("probing how soon Node changes show in the status ...");
-    let probes = latencies(&client, &factories, &kubelet, steady_runs).await?;
+    let probes = latencies(&client, &factories, &kubelets, steady_runs).await?;
     let rss_at_end = peak_rss_mib(operator.id());
     stop(operator, &state)?;
 
@@ -774,10 +842,15 @@ async fn main() -> anyhow::Result<()> {
         each(&|r| format!("{} / {}", r.plain_kwok_restarts, r.kwok_restarts))
     );
     println!(
-        "| kwok's Node status reports: plain loop / operator to ready | {:.0}/s / {:.0}/s | {} |",
-        median_of(&|r| r.plain_reports_per_s),
-        median_of(&|r| r.reports_per_s),
-        each(&|r| format!("{:.0} / {:.0}", r.plain_reports_per_s, r.reports_per_s))
+        "| simulated kubelets' status reports / lease renewals: plain loop; operator to ready | {:.0}/s / {:.0}/s; {:.0}/s / {:.0}/s | {} |",
+        median_of(&|r| r.plain_heartbeats.0),
+        median_of(&|r| r.plain_heartbeats.1),
+        median_of(&|r| r.heartbeats.0),
+        median_of(&|r| r.heartbeats.1),
+        each(&|r| format!(
+            "{:.0} / {:.0}, {:.0} / {:.0}",
+            r.plain_heartbeats.0, r.plain_heartbeats.1, r.heartbeats.0, r.heartbeats.1
+        ))
     );
     println!(
         "| operator peak RSS at convergence | {:.0} MiB | {} |",
@@ -935,9 +1008,10 @@ struct Converged {
     /// kwok's Node watch restarts during the plain loop and during the operator's convergence.
     plain_kwok_restarts: usize,
     kwok_restarts: usize,
-    /// kwok's Node status reports a second during the plain loop and during convergence.
-    plain_reports_per_s: f64,
-    reports_per_s: f64,
+    /// The simulated kubelets' status reports and lease renewals a second during the plain
+    /// loop and during convergence.
+    plain_heartbeats: (f64, f64),
+    heartbeats: (f64, f64),
 }
 
 impl Converged {
@@ -955,9 +1029,11 @@ async fn converge_once(
     audit: &Path,
     operator_bin: &Path,
     nodes: usize,
+    kubelets: &Kubelets,
 ) -> anyhow::Result<(Converged, std::process::Child)> {
     until_kwok_watch_holds(audit).await?;
     let kwok_offset = audit_end(audit)?;
+    let written = kubelets.written();
     let cpu_before = control_plane_cpu(state);
     let kwok_before = services_cpu(state, &["kwok"]);
     let (patched, plain) = plain_patch_loop(client, baseline_write).await?;
@@ -965,12 +1041,14 @@ async fn converge_once(
     let plain_kwok_cpu = services_cpu(state, &["kwok"]) - kwok_before;
     let plain_kwok = kwok_activity(&audit_since(audit, kwok_offset)?.0);
     let plain_kwok_restarts = plain_kwok.watches;
-    let plain_reports_per_s = plain_kwok.reports as f64 / plain.as_secs_f64();
+    let plain_heartbeats = kubelets.rates_since(written, plain);
     eprintln!(
         "plain loop: {patched} node writes in {:.1} s; kwok used {plain_kwok_cpu:.1} s of CPU \
-         and restarted its Node watch {plain_kwok_restarts} times; Node status reports \
-         {plain_reports_per_s:.0}/s",
-        plain.as_secs_f64()
+         and restarted its Node watch {plain_kwok_restarts} times; Node status reports {:.0}/s, \
+         lease renewals {:.0}/s",
+        plain.as_secs_f64(),
+        plain_heartbeats.0,
+        plain_heartbeats.1
     );
     let (_, undone) = plain_patch_loop(client, baseline_undo).await?;
     eprintln!(
@@ -992,6 +1070,7 @@ async fn converge_once(
     let offset = audit_end(audit)?;
     let cpu_before = control_plane_cpu(state);
     let kwok_before = services_cpu(state, &["kwok"]);
+    let written = kubelets.written();
     let started = Instant::now();
     let mut operator = Command::new(operator_bin)
         .args([
@@ -1063,11 +1142,13 @@ async fn converge_once(
     let kwok = kwok_activity(&phase);
     let converging = audit_counts(&phase);
     let kwok_restarts = kwok.watches;
-    let reports_per_s = kwok.reports as f64 / converged.as_secs_f64();
+    let heartbeats = kubelets.rates_since(written, started.elapsed());
     eprintln!(
         "converged in {:.1} s; kwok used {kwok_cpu:.1} s of CPU and restarted its Node watch \
-         {kwok_restarts} times; Node status reports {reports_per_s:.0}/s",
-        converged.as_secs_f64()
+         {kwok_restarts} times; Node status reports {:.0}/s, lease renewals {:.0}/s",
+        converged.as_secs_f64(),
+        heartbeats.0,
+        heartbeats.1
     );
     Ok((
         Converged {
@@ -1081,8 +1162,8 @@ async fn converge_once(
             writes: converging.writes.len(),
             plain_kwok_restarts,
             kwok_restarts,
-            plain_reports_per_s,
-            reports_per_s,
+            plain_heartbeats,
+            heartbeats,
         },
         operator,
     ))
