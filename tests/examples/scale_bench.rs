@@ -873,6 +873,16 @@ async fn main() -> anyhow::Result<()> {
         each(&|r| r.operator_cpu.map_or("n/a".into(), |s| format!("{s:.1}")))
     );
     println!(
+        "| operator: list of the Nodes / pass of Node writes (its log) | {:.1} s / {:.1} s | {} |",
+        median_of(&|r| r.stages.list.unwrap_or(f64::NAN)),
+        median_of(&|r| r.stages.pass.unwrap_or(f64::NAN)),
+        each(&|r| format!(
+            "{} / {}",
+            seconds_or_na(r.stages.list),
+            seconds_or_na(r.stages.pass)
+        ))
+    );
+    println!(
         "| API requests / writes during convergence | {:.0} / {:.0} | {} |",
         median_of(&|r| r.requests as f64),
         median_of(&|r| r.writes as f64),
@@ -1003,6 +1013,8 @@ struct Converged {
     plain_server_cpu: f64,
     server_cpu: f64,
     operator_cpu: Option<f64>,
+    /// From the operator's log: its list of the Nodes and its pass of Node writes, in seconds.
+    stages: OperatorStages,
     requests: usize,
     writes: usize,
     /// kwok's Node watch restarts during the plain loop and during the operator's convergence.
@@ -1143,6 +1155,12 @@ async fn converge_once(
     let converging = audit_counts(&phase);
     let kwok_restarts = kwok.watches;
     let heartbeats = kubelets.rates_since(written, started.elapsed());
+    let stages = operator_stages(&std::fs::read_to_string(state.join("bench-operator.log"))?);
+    eprintln!(
+        "the operator listed the Nodes in {} and wrote them in {}",
+        seconds_or_na(stages.list),
+        seconds_or_na(stages.pass)
+    );
     eprintln!(
         "converged in {:.1} s; kwok used {kwok_cpu:.1} s of CPU and restarted its Node watch \
          {kwok_restarts} times; Node status reports {:.0}/s, lease renewals {:.0}/s",
@@ -1158,6 +1176,7 @@ async fn converge_once(
             plain_server_cpu,
             server_cpu,
             operator_cpu,
+            stages,
             requests: converging.requests,
             writes: converging.writes.len(),
             plain_kwok_restarts,
@@ -1167,6 +1186,35 @@ async fn converge_once(
         },
         operator,
     ))
+}
+
+/// Where the operator's convergence went, from its JSON log.
+#[derive(Debug, Default, PartialEq)]
+struct OperatorStages {
+    /// From its first line to its Node watch's first list being complete.
+    list: Option<f64>,
+    /// Its first pass of Node writes, as it logged it.
+    pass: Option<f64>,
+}
+
+fn operator_stages(log: &str) -> OperatorStages {
+    let events: Vec<Value> = log
+        .lines()
+        .filter_map(|line| serde_json::from_str(line).ok())
+        .collect();
+    let at = |event: &Value| event["timestamp"].as_str()?.parse::<Timestamp>().ok();
+    let find = |message: &str| events.iter().find(|e| e["message"] == message);
+    let list = events
+        .first()
+        .and_then(at)
+        .zip(find("node watch synced; starting controllers").and_then(at))
+        .map(|(start, synced)| synced.duration_since(start).as_secs_f64());
+    let pass = find("node labels and taints updated").and_then(|e| e["seconds"].as_f64());
+    OperatorStages { list, pass }
+}
+
+fn seconds_or_na(seconds: Option<f64>) -> String {
+    seconds.map_or("n/a".into(), |s| format!("{s:.1} s"))
 }
 
 /// The operator's `Ready` Event of the bench Factory.
@@ -1230,4 +1278,22 @@ async fn take_back_operator_writes(
         started.elapsed().as_secs_f64()
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_operators_stages_are_read_from_its_log() {
+        let log = r#"{"timestamp":"2026-12-05T07:11:15.422Z","level":"INFO","message":"serving /metrics, /healthz and /readyz"}
+{"timestamp":"2026-12-05T07:11:22.463Z","level":"INFO","message":"node watch synced; starting controllers","nodes":25001}
+not JSON
+{"timestamp":"2026-12-05T07:13:36.379Z","level":"INFO","message":"node labels and taints updated","nodes":25000,"conflicts":0,"seconds":133.358}
+{"timestamp":"2026-12-05T07:23:36.379Z","level":"INFO","message":"node labels and taints updated","nodes":1,"conflicts":0,"seconds":0.01}"#;
+        let stages = operator_stages(log);
+        assert!((stages.list.unwrap() - 7.041).abs() < 1e-9);
+        assert_eq!(stages.pass, Some(133.358));
+        assert_eq!(operator_stages(""), OperatorStages::default());
+    }
 }
