@@ -2,7 +2,7 @@
 //!
 //! Registers N Nodes (default 12,500: DGX B200 training nodes and a MIG-shared
 //! DGX H200 pool, with GPU allocatable and scalable-unit labels), whose kubelets
-//! are the benchmark's own ([`Kubelets`]): they report them Ready, then renew their
+//! are the benchmark's own ([`PacedKubelets`]): they report them Ready, then renew their
 //! leases and report their status at the rates `tests/bench-operator` sets, paced
 //! evenly. Measures those heartbeats alone, then
 //! runs five times (`FABBRICA_BENCH_RUNS`): a plain loop of writes like the
@@ -63,12 +63,12 @@ fn probed(round: usize) -> String {
 
 /// Registers the Nodes as the integration tests do ([`register_gpu_node`]: they carry a DGX's
 /// CPU, memory and GPUs), 16 in flight, each reported Ready and its lease taken by its kubelet
-/// ([`Kubelets`]) right after; the MIG-shared Nodes advertise their 56 MIG instances as the GPU
+/// ([`PacedKubelets`]) right after; the MIG-shared Nodes advertise their 56 MIG instances as the GPU
 /// Operator's device plugin does. One spare training Node carries no pool label.
 async fn register_nodes(
     client: &kube::Client,
     nodes: usize,
-    kubelets: &Kubelets,
+    kubelets: &PacedKubelets,
 ) -> anyhow::Result<Vec<String>> {
     let api: Api<Node> = Api::all(client.clone());
     let mut specs: Vec<(String, Option<&str>, GpuSystem, u32, usize)> = pools(nodes)
@@ -99,7 +99,7 @@ async fn register_nodes(
                 let mut node = gpu_node(&name, system, u32::try_from(i / 18)?, labels)?;
                 node.metadata.annotations.get_or_insert_default().insert(
                     KWOK_NODE_ANNOTATION.to_owned(),
-                    Kubelets::ANNOTATION.to_owned(),
+                    PacedKubelets::ANNOTATION.to_owned(),
                 );
                 register_ready_node(&api, &node, &gpus.to_string()).await?;
                 kubelets.report(&name, true).await?;
@@ -123,7 +123,7 @@ async fn register_nodes(
 /// plane's simulated kubelet, could not give that: one kwok playing 25,000 Nodes reports in the
 /// waves in which they were registered, and under an even stream its Node watch, once closed by
 /// the API server, never caught up again (see docs/BENCHMARKS.md).
-struct Kubelets {
+struct PacedKubelets {
     nodes: Api<Node>,
     leases: Api<Lease>,
     lease_seconds: i32,
@@ -136,7 +136,7 @@ struct Kubelets {
     lease_versions: std::sync::Mutex<std::collections::HashMap<String, String>>,
 }
 
-impl Kubelets {
+impl PacedKubelets {
     /// The value of kwok's annotation on these Nodes: not kwok's, so kwok leaves them alone.
     const ANNOTATION: &str = "scale-bench";
     /// The conditions a kubelet reports.
@@ -635,12 +635,12 @@ fn train(status: &FactoryStatus) -> (u32, u32, u64) {
 
 /// How long, in ms, until each of three changes of a Node shows in the Factory's status (and
 /// until its undoing does), `rounds` times each, each timed from its write: a Node reported
-/// NotReady by its kubelet ([`Kubelets`]), losing a GPU from its allocatable resources
+/// NotReady by its kubelet ([`PacedKubelets`]), losing a GPU from its allocatable resources
 /// and a spare Node gaining the pool's label.
 async fn latencies(
     client: &kube::Client,
     factories: &Api<Factory>,
-    kubelets: &Kubelets,
+    kubelets: &PacedKubelets,
     rounds: usize,
 ) -> anyhow::Result<Vec<(&'static str, Vec<u128>)>> {
     let nodes: Api<Node> = Api::all(client.clone());
@@ -732,7 +732,7 @@ async fn main() -> anyhow::Result<()> {
     let steady_runs = count_from_env("FABBRICA_BENCH_STEADY_RUNS", runs);
     eprintln!("registering {nodes} nodes ...");
     let started = Instant::now();
-    let kubelets = Arc::new(Kubelets {
+    let kubelets = Arc::new(PacedKubelets {
         nodes: Api::all(client.clone()),
         leases: Api::namespaced(client.clone(), "kube-node-lease"),
         #[allow(clippy::cast_possible_truncation)]
@@ -1041,7 +1041,7 @@ async fn converge_once(
     audit: &Path,
     operator_bin: &Path,
     nodes: usize,
-    kubelets: &Kubelets,
+    kubelets: &PacedKubelets,
 ) -> anyhow::Result<(Converged, std::process::Child)> {
     until_kwok_watch_holds(audit).await?;
     let kwok_offset = audit_end(audit)?;
