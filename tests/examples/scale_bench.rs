@@ -240,11 +240,10 @@ impl PacedKubelets {
     }
 
     /// Starts the heartbeats of `names` for as long as the benchmark runs: each Node's status
-    /// reported every `status_every` and its lease renewed every quarter of its duration, as a
-    /// kubelet does.
-    fn start(self: &Arc<Self>, names: Vec<String>, status_every: Duration) {
+    /// reported every `status_every` and its lease renewed every `renew_every` (a kubelet renews
+    /// every quarter of the lease's duration).
+    fn start(self: &Arc<Self>, names: Vec<String>, status_every: Duration, renew_every: Duration) {
         let names = Arc::new(names);
-        let renew_every = Duration::from_secs(u64::try_from(self.lease_seconds / 4).unwrap_or(10));
         for (every, is_lease) in [(status_every, false), (renew_every, true)] {
             let kubelets = Arc::clone(self);
             let names = Arc::clone(&names);
@@ -747,7 +746,11 @@ async fn main() -> anyhow::Result<()> {
         "registered and reported Ready in {:.1} s",
         started.elapsed().as_secs_f64()
     );
-    kubelets.start(names, Duration::from_secs_f64(status_every));
+    kubelets.start(
+        names,
+        Duration::from_secs_f64(status_every),
+        Duration::from_secs_f64(lease_renewal),
+    );
     // The heartbeats alone, once they have run for a while.
     tokio::time::sleep(Duration::from_secs(30)).await;
     let alone_rates = Heartbeats::over(Duration::from_secs(30)).await?.rates();
