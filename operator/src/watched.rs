@@ -74,11 +74,13 @@ impl ViewSource {
 
 impl WatchedNode {
     /// The Node's selection view: `old` itself when it was read from the same text (nothing is
-    /// parsed or interned then), else a new one.
+    /// parsed or interned then), else a new one, sharing `old`'s labels and taint record where
+    /// they say the same. (The echo of fabbrica's own write is read to the view recorded from the
+    /// write's response: its labels are not interned again.)
     pub fn view_over(&self, old: Option<&Arc<NodeMeta>>) -> Arc<NodeMeta> {
         match old {
             Some(old) if old.digest == self.source.digest => Arc::clone(old),
-            _ => Arc::new(self.view()),
+            _ => Arc::new(self.read_view(old.map(AsRef::as_ref))),
         }
     }
 
@@ -86,21 +88,40 @@ impl WatchedNode {
     /// report was parsed; labels that are not a map of strings (which the API server never
     /// sends) read as none.
     pub fn view(&self) -> NodeMeta {
+        self.read_view(None)
+    }
+
+    /// The Node's selection view, with `old`'s labels and taint record where they are the same.
+    fn read_view(&self, old: Option<&NodeMeta>) -> NodeMeta {
         let source = &self.source;
-        let labels = source
+        let seen = source
             .labels
             .as_deref()
             .and_then(|raw| serde_json::from_str::<LabelsSeen>(raw.get()).ok())
             .unwrap_or_default()
             .0;
+        // The API server sends labels sorted by key, as `Labels` iterates them.
+        let labels = match old {
+            Some(old) if old.labels.iter().eq(seen.pairs()) => old.labels.clone(),
+            _ => seen.pairs().collect(),
+        };
+        let taint_record = match old {
+            Some(old)
+                if old.taint_record.as_ref().map(|r| r.as_str())
+                    == source.taint_record.as_deref() =>
+            {
+                old.taint_record.clone()
+            }
+            _ => source.taint_record.as_deref().map(sym),
+        };
         let ours: Vec<Value> = source
             .ours
             .iter()
             .filter_map(|raw| serde_json::from_str(raw.get()).ok())
             .collect();
         let mut view = NodeMeta {
-            labels: labels.pairs().collect(),
-            taint_record: source.taint_record.as_deref().map(sym),
+            labels,
+            taint_record,
             digest: source.digest,
             ..NodeMeta::default()
         };
@@ -592,6 +613,18 @@ mod tests {
             assert_ne!(*view, *held, "{change}");
         }
         assert_eq!(*parse(node_metadata(false)).view_over(None), *held);
+
+        // The echo of a write, whose view was recorded from the write's response (digest 0): the
+        // same view, now with the report's digest, so the next report is not read again.
+        let text = node_metadata(false).to_string();
+        let full: PartialObjectMeta<Node> = serde_json::from_str(&text).unwrap();
+        let recorded = Arc::new(NodeMeta::from_meta(&full.metadata));
+        let echo = parse(node_metadata(false)).view_over(Some(&recorded));
+        assert_eq!(*echo, *recorded);
+        assert_ne!(echo.digest, 0);
+        let mut report = node_metadata(false);
+        report["metadata"]["resourceVersion"] = json!("4244");
+        assert!(Arc::ptr_eq(&parse(report).view_over(Some(&echo)), &echo));
     }
 
     #[test]
