@@ -84,9 +84,11 @@ async fn register_nodes(
         .collect();
     specs.push((SPARE.to_owned(), None, GpuSystem::DgxB200, 8, 0));
     let names = specs.iter().map(|spec| spec.0.clone()).collect();
+    let ttl = node_ttl(specs.len()).to_string();
     futures::stream::iter(specs)
         .map(|(name, pool, system, gpus, i)| {
             let api = api.clone();
+            let ttl = ttl.clone();
             async move {
                 let mut labels = site_labels(&name, i);
                 labels.insert(
@@ -97,10 +99,12 @@ async fn register_nodes(
                     labels.insert(POOL_LABEL.to_owned(), pool.to_owned());
                 }
                 let mut node = gpu_node(&name, system, u32::try_from(i / 18)?, labels)?;
-                node.metadata.annotations.get_or_insert_default().insert(
+                let annotations = node.metadata.annotations.get_or_insert_default();
+                annotations.insert(
                     KWOK_NODE_ANNOTATION.to_owned(),
                     PacedKubelets::ANNOTATION.to_owned(),
                 );
+                annotations.insert(TTL_ANNOTATION.to_owned(), ttl);
                 register_ready_node(&api, &node, &gpus.to_string()).await?;
                 kubelets.report(&name, true).await?;
                 kubelets.take_lease(&name).await
@@ -112,6 +116,61 @@ async fn register_nodes(
         .into_iter()
         .collect::<anyhow::Result<Vec<()>>>()?;
     Ok(names)
+}
+
+/// The annotation kube-controller-manager's TTL controller keeps on every Node: how long kubelets
+/// may cache Secrets and ConfigMaps, chosen by the cluster's size.
+const TTL_ANNOTATION: &str = "node.alpha.kubernetes.io/ttl";
+
+/// The TTL, in seconds, the TTL controller gives every Node of a cluster of `nodes` Nodes once
+/// they have all joined (its boundaries, `pkg/controller/ttl` of Kubernetes). The benchmark
+/// registers its Nodes with it: otherwise the controller annotates every Node once, at its
+/// client's 20 writes a second (about 21 minutes at 25,000), beside the first runs' timed phases.
+/// It still writes the first Nodes as the cluster grows through its smaller boundaries;
+/// [`until_ttl_settled`] waits for that.
+fn node_ttl(nodes: usize) -> u32 {
+    match nodes {
+        0..=100 => 0,
+        101..=500 => 15,
+        501..=1000 => 30,
+        1001..=2000 => 60,
+        _ => 300,
+    }
+}
+
+/// Waits until every Node in `names` carries the TTL annotation at `ttl`: the TTL controller has
+/// done its writes.
+async fn until_ttl_settled(client: &kube::Client, ttl: u32) -> anyhow::Result<()> {
+    let api: Api<Node> = Api::all(client.clone());
+    let ttl = ttl.to_string();
+    let started = Instant::now();
+    loop {
+        let pending = api
+            .list_metadata(&ListParams::default())
+            .await?
+            .items
+            .iter()
+            .filter(|node| {
+                node.metadata
+                    .annotations
+                    .as_ref()
+                    .and_then(|a| a.get(TTL_ANNOTATION))
+                    != Some(&ttl)
+            })
+            .count();
+        if pending == 0 {
+            eprintln!(
+                "the TTL controller's annotations settled in {:.1} s",
+                started.elapsed().as_secs_f64()
+            );
+            return Ok(());
+        }
+        anyhow::ensure!(
+            started.elapsed() < Duration::from_secs(3600),
+            "{pending} Nodes still lack the TTL annotation {TTL_ANNOTATION}={ttl} after an hour"
+        );
+        tokio::time::sleep(Duration::from_secs(10)).await;
+    }
 }
 
 /// The kubelets of the benchmark's Nodes. A kubelet renews its Node's lease and reports its
@@ -746,6 +805,7 @@ async fn main() -> anyhow::Result<()> {
         "registered and reported Ready in {:.1} s",
         started.elapsed().as_secs_f64()
     );
+    let ttl = node_ttl(names.len());
     kubelets.start(
         names,
         Duration::from_secs_f64(status_every),
@@ -758,6 +818,7 @@ async fn main() -> anyhow::Result<()> {
         "heartbeats alone: {:.0} Node status writes/s, {:.0} lease writes/s",
         alone_rates.0, alone_rates.1
     );
+    until_ttl_settled(&client, ttl).await?;
 
     let factories: Api<Factory> = Api::all(client.clone());
     let mut results = Vec::new();
