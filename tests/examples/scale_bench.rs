@@ -138,8 +138,8 @@ fn node_ttl(nodes: usize) -> u32 {
     }
 }
 
-/// Waits until every Node in `names` carries the TTL annotation at `ttl`: the TTL controller has
-/// done its writes.
+/// Waits until every Node carries the TTL annotation at `ttl`: the TTL controller has done its
+/// writes.
 async fn until_ttl_settled(client: &kube::Client, ttl: u32) -> anyhow::Result<()> {
     let api: Api<Node> = Api::all(client.clone());
     let ttl = ttl.to_string();
