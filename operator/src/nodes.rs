@@ -475,7 +475,7 @@ const GAP: Duration = Duration::from_millis(1);
 
 /// Applies the Node watch to `index` in gathers: every event that has arrived, then one trigger if
 /// any of them changed what a reconcile sees, then a rest (see [`next_rest`]; none while listing: a
-/// list's Nodes come as fast as the API server sends them).
+/// list's pages come as fast as the API server serves them).
 async fn drive(
     stream: impl Stream<Item = Result<Event<WatchedNode>, watcher::Error>>,
     index: Arc<NodeIndex>,
@@ -519,6 +519,13 @@ async fn drive(
     }
 }
 
+/// Nodes per page of the Node watch's list. A page is parsed whole (a real Node is tens of KiB of
+/// JSON); at the 500 of kube's default a page was most of the operator's peak heap. (A streaming
+/// list, one Node at a time, listed 25,000 Nodes about as fast and peaked no lower, but Kubernetes
+/// 1.33, and any API server with the `WatchList` feature off, refuses it, and kube's watcher does
+/// not fall back to a list: docs/BENCHMARKS.md.)
+const PAGE: u32 = 100;
+
 /// Starts the Node watch; every change of the projection sends a unit on `trigger`.
 pub fn spawn_watch(
     client: Client,
@@ -527,10 +534,7 @@ pub fn spawn_watch(
 ) -> tokio::task::JoinHandle<()> {
     let nodes = watch(
         Api::<WatchedNode>::all(client),
-        // A streaming list: the API server sends every Node from its watch cache as an event of its
-        // own, so one Node is parsed at a time (a page of full Nodes was most of the operator's
-        // peak heap) and there are no pages to ask for one after another.
-        watcher::Config::default().streaming_lists(),
+        watcher::Config::default().page_size(PAGE),
     )
     .default_backoff();
     tokio::spawn(drive(nodes, index, trigger))
@@ -732,7 +736,7 @@ mod tests {
         tokio::spawn(drive(stream, index.clone(), trigger));
         let start = tokio::time::Instant::now();
 
-        // A list's Nodes come apart; no rest between them.
+        // A list's pages come apart; no rest between them.
         send(Event::Init);
         send(Event::InitApply(report(1, 8)));
         tokio::time::sleep(GAP * 5).await;
