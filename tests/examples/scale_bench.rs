@@ -139,7 +139,7 @@ fn node_ttl(nodes: usize) -> u32 {
 }
 
 /// Waits until every Node carries the TTL annotation at `ttl`: the TTL controller has done its
-/// writes.
+/// writes. Each check lists every Node, so it polls every 10 s, not at `eventually`'s 200 ms.
 async fn until_ttl_settled(client: &kube::Client, ttl: u32) -> anyhow::Result<()> {
     let api: Api<Node> = Api::all(client.clone());
     let ttl = ttl.to_string();
