@@ -533,7 +533,7 @@ pub fn spawn_watch(
     trigger: UnboundedSender<()>,
 ) -> tokio::task::JoinHandle<()> {
     let nodes = watch(
-        Api::<WatchedNode>::all(client),
+        Api::<WatchedNode>::all(crate::proto::node_client(client)),
         watcher::Config::default().page_size(PAGE),
     )
     .default_backoff();
