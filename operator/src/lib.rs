@@ -17,7 +17,6 @@ pub mod maintenance;
 pub mod metrics;
 pub mod nodes;
 pub mod owners;
-pub mod proto;
 pub mod reconcile;
 pub mod telemetry;
 pub mod tenancy;

@@ -1,8 +1,7 @@
 //! What the operator knows of Nodes, without caching a single full Node object.
 //!
-//! One watch over every Node feeds two compact projections, each report read once, in protobuf
-//! ([`crate::proto`]), and parsed into only what the two need ([`WatchedNode`]), so no full Node
-//! is ever built:
+//! One watch over every Node feeds two compact projections, each report parsed once
+//! ([`WatchedNode`] skips all but what the two need, so no full Node is ever built):
 //!
 //! - **Selection**: each Node's labels, fabbrica's own annotation and which fields fabbrica's field
 //!   manager owns (read from that manager's managedFields entry; every other entry is skipped).
@@ -534,7 +533,7 @@ pub fn spawn_watch(
     trigger: UnboundedSender<()>,
 ) -> tokio::task::JoinHandle<()> {
     let nodes = watch(
-        Api::<WatchedNode>::all(crate::proto::node_client(client)),
+        Api::<WatchedNode>::all(client),
         watcher::Config::default().page_size(PAGE),
     )
     .default_backoff();

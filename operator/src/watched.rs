@@ -1,9 +1,5 @@
 //! Nodes read the cheap way, for the one watch that sees every Node of a cluster.
 //!
-//! (That watch reads protobuf, and hands this parser the JSON of only what it reads:
-//! [`crate::proto`]. This parser reads the whole Node's JSON as well, for an API server that
-//! answers in JSON.)
-//!
 //! Every kubelet status report reaches that watch as the whole Node: some fifty labels, the managed
 //! fields of every writer (the kubelet's own entry lists each condition and address it sets), the
 //! status with its conditions, capacity, addresses and image list: tens of KiB of JSON that change
