@@ -404,8 +404,11 @@ const BASELINE_MANAGER: &str = "fabbrica-bench-baseline";
 const OPERATOR_MANAGER: &str = "fabbrica-operator";
 
 /// The writes the operator makes, from one client, 16 in flight: per Node one server-side apply of
-/// as many labels as a pool member gets (7), an annotation and a one-taint `spec.taints`, under
-/// other keys so that the operator's own writes still change every Node.
+/// as many labels as a pool member of the benchmark's Factory gets (11: its Factory, pool, device
+/// plugin and MIG configuration, rails, scalable unit and leaf group, and the four topology labels
+/// of Topograph and of NVIDIA's network topology, which these Nodes do not carry), an annotation
+/// and a one-taint `spec.taints`, under other keys so that the operator's own writes still change
+/// every Node.
 fn baseline_write(name: &str) -> Value {
     json!({"apiVersion": "v1", "kind": "Node",
         "metadata": {"name": name, "labels": {
@@ -413,6 +416,9 @@ fn baseline_write(name: &str) -> Value {
             "bench.fabbrica.io/baseline-device-plugin": "train", "bench.fabbrica.io/baseline-mig": "all-disabled",
             "bench.fabbrica.io/baseline-rails": "8", "bench.fabbrica.io/baseline-su": "su001",
             "bench.fabbrica.io/baseline-leaf": "su001-leaf0",
+            "bench.fabbrica.io/baseline-tier-0": "su001-leaf0", "bench.fabbrica.io/baseline-tier-1": "su001",
+            "bench.fabbrica.io/baseline-topology-leaf": "su001-leaf0",
+            "bench.fabbrica.io/baseline-topology-spine": "su001",
         }, "annotations": {"bench.fabbrica.io/baseline-taints": "bench.fabbrica.io/baseline=present:NoSchedule"}},
         "spec": {"taints": [{"key": "bench.fabbrica.io/baseline", "value": "present", "effect": "NoSchedule"}]},
     })
